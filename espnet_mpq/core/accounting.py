@@ -1,0 +1,114 @@
+"""Exact storage accounting of a (partly) quantized model.
+
+For every quantized layer l with n_l weights, C_l output channels and bit-width b_l
+(the fixed one, or argmax(lambda) while searching):
+
+    bits_l = n_l * b_l + C_l * SCALE_BITS          (codes + one float32 scale per channel)
+
+Every other parameter is stored as float32. Training-only state (the latent float
+weight, the scales of candidates not chosen, the architecture logits) is not stored.
+
+    total_bits = sum_l bits_l + 32 * (float parameters)
+    compression_ratio = 32 * (parameters of the float model) / total_bits
+
+where the float model's parameters are the quantized weights plus the float
+parameters (no scales, no logits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from espnet_mpq.core.transform import quantized_layers
+
+FLOAT_BITS = 32
+SCALE_BITS = 32
+
+__all__ = ["LayerStorage", "StorageReport", "storage_report", "FLOAT_BITS", "SCALE_BITS"]
+
+
+@dataclass(frozen=True)
+class LayerStorage:
+    name: str
+    shape: tuple[int, ...]
+    bits: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def storage_bits(self) -> int:
+        return self.numel * self.bits + self.shape[0] * SCALE_BITS
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """Storage of one module: quantized layers and float parameters."""
+
+    layers: tuple[LayerStorage, ...]
+    float_params: int
+    float_param_names: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def quantized_params(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def total_params(self) -> int:
+        """Parameters of the float model: quantized weights + float parameters."""
+        return self.quantized_params + self.float_params
+
+    @property
+    def total_bits(self) -> int:
+        return sum(layer.storage_bits for layer in self.layers) + FLOAT_BITS * self.float_params
+
+    @property
+    def compression_ratio(self) -> float:
+        return FLOAT_BITS * self.total_params / self.total_bits
+
+    @property
+    def average_bits(self) -> float:
+        """Parameter-weighted bit-width over quantized weights (scales not included)."""
+        q = self.quantized_params
+        return sum(layer.numel * layer.bits for layer in self.layers) / q if q else float(FLOAT_BITS)
+
+    @property
+    def size_mb(self) -> float:
+        return self.total_bits / 8 / 1e6
+
+    def as_dict(self) -> dict:
+        return {
+            "total_params": self.total_params,
+            "quantized_params": self.quantized_params,
+            "float_params": self.float_params,
+            "average_bits": self.average_bits,
+            "total_bits": self.total_bits,
+            "size_mb": self.size_mb,
+            "compression_ratio": self.compression_ratio,
+            "bits_per_layer": {layer.name: layer.bits for layer in self.layers},
+        }
+
+
+def storage_report(module: nn.Module) -> StorageReport:
+    """Account the storage of ``module`` (a whole model or a sub-module such as the SSL upstream)."""
+    layers = []
+    quant_owned = set()
+    modules = dict(module.named_modules())
+    for name, supernet in quantized_layers(module):
+        latent = modules[name].parametrizations.weight.original
+        layers.append(LayerStorage(name, tuple(latent.shape), supernet.chosen_bits))
+        quant_owned.add(id(latent))
+        quant_owned.update(id(p) for p in supernet.parameters())
+    float_names, float_params = [], 0
+    for pname, p in module.named_parameters():
+        if id(p) in quant_owned:
+            continue
+        float_names.append(pname)
+        float_params += p.numel()
+    return StorageReport(tuple(layers), float_params, tuple(float_names))
+

@@ -1,0 +1,165 @@
+"""The weight-sharing bit-width supernet, as a weight parametrization.
+
+One latent float weight W per layer is shared by every candidate bit-width
+b_1 < ... < b_n. Each candidate has its own per-channel scale s_{b_i} and an
+architecture logit lambda_i. In the search phase a training forward draws
+
+    g = GumbelSoftmax(lambda, tau)                      (n,)
+    W_eff = sum_i g_i * Q_{b_i}(W)                       same shape as W
+
+and the layer applies W_eff once (one matmul or conv), whatever n is.
+Expected bits: E_bits = sum_i softmax(lambda)_i * b_i (differentiable in lambda).
+
+Modes (kept in buffers, so they survive a checkpoint and ``--resume``):
+- search: Gumbel-Softmax sampling while training; eval uses the argmax candidate
+  (the bit-width that would be deployed), without noise.
+- fixed: ``fix()`` picks k = argmax(lambda); W_eff = Q_{b_k}(W), no noise,
+  lambda frozen. A layer with a single candidate (uniform precision, or a
+  bit-width read from a bit config) is fixed from the start.
+
+Scales are initialised lazily, from the weight the layer holds at its first
+forward (so loading a 32-bit checkpoint after building the model, as ESPnet's
+``--init_param`` does, initialises them from the real weights); ``initialize_scales``
+does it explicitly.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from espnet_mpq.core.primitives import (
+    check_bits,
+    compiled_mix_fake_quantize,
+    init_scale,
+    mix_fake_quantize,
+)
+
+SEARCHING = -1  # value of ``fixed_index`` while the bit-width is being searched
+
+__all__ = ["MixedPrecisionWeight", "check_candidate_bits"]
+
+
+def check_candidate_bits(candidate_bits: Sequence[int]) -> tuple[int, ...]:
+    """Validate a candidate list: non-empty, strictly increasing, each bit-width in 1..8."""
+    bits = tuple(candidate_bits)
+    if not bits:
+        raise ValueError("candidate_bits is empty: give at least one bit-width from 1 to 8")
+    for b in bits:
+        check_bits(b)
+    if any(a >= b for a, b in zip(bits, bits[1:])):
+        raise ValueError(
+            f"candidate_bits {list(bits)} must be strictly increasing without duplicates, e.g. [2, 4, 8]"
+        )
+    return bits
+
+
+class MixedPrecisionWeight(nn.Module):
+    """Parametrization W -> W_eff over candidate bit-widths (see the module docstring).
+
+    Args:
+        weight: the layer's weight (C_out, ...); only its shape is used here.
+        candidate_bits: strictly increasing bit-widths in 1..8.
+        scale_init: ``mse`` or ``max`` (see ``primitives.init_scale``).
+        compile: fuse the quantization math with torch.compile (same values, faster steps,
+            a one-off compile per process).
+
+    Example:
+        >>> from torch.nn.utils import parametrize
+        >>> layer = nn.Linear(16, 8)
+        >>> parametrize.register_parametrization(
+        ...     layer, "weight", MixedPrecisionWeight(layer.weight, [2, 4, 8]), unsafe=True)
+        >>> layer(torch.randn(3, 16)).shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(
+        self, weight: torch.Tensor, candidate_bits: Sequence[int], scale_init: str = "mse", compile: bool = False
+    ):
+        super().__init__()
+        bits = check_candidate_bits(candidate_bits)
+        if scale_init not in ("max", "mse"):
+            raise ValueError(f"scale_init {scale_init!r} is not allowed: use 'max' or 'mse'")
+        self.candidate_bits = bits
+        self.scale_init = scale_init
+        self.compile = compile
+        n, channels = len(bits), weight.shape[0]
+        self.register_buffer("bits", torch.tensor(bits, dtype=torch.float32))
+        self.scales = nn.Parameter(torch.ones(n, channels))  # (n, C_out): s_{b_i}
+        self.arch_logits = nn.Parameter(torch.zeros(n))  # (n,): lambda
+        self.register_buffer("tau", torch.tensor(1.0))
+        self.register_buffer("fixed_index", torch.tensor(0 if n == 1 else SEARCHING))
+        self.register_buffer("scales_initialized", torch.tensor(False))
+        if n == 1:
+            self.arch_logits.requires_grad_(False)
+
+    # ---- state -------------------------------------------------------------
+    @property
+    def is_fixed(self) -> bool:
+        return int(self.fixed_index) != SEARCHING
+
+    @property
+    def chosen_index(self) -> int:
+        """The fixed candidate, or argmax(lambda) while searching."""
+        return int(self.fixed_index) if self.is_fixed else int(self.arch_logits.detach().argmax())
+
+    @property
+    def chosen_bits(self) -> int:
+        return self.candidate_bits[self.chosen_index]
+
+    def set_temperature(self, tau: float) -> None:
+        if not tau > 0:
+            raise ValueError(f"Gumbel-Softmax temperature {tau!r} is not allowed: it must be > 0")
+        self.tau.fill_(float(tau))
+
+    def fix(self, index: int | None = None) -> None:
+        """Fix the bit-width to candidate ``index`` (default argmax(lambda)); freeze lambda."""
+        k = self.chosen_index if index is None else index
+        if not 0 <= k < len(self.candidate_bits):
+            raise ValueError(f"candidate index {k} is out of range for candidates {list(self.candidate_bits)}")
+        self.fixed_index.fill_(k)
+        self.arch_logits.requires_grad_(False)
+
+    def expected_bits(self) -> torch.Tensor:
+        """E_bits = sum_i softmax(lambda)_i b_i while searching; b_k once fixed. Scalar."""
+        if self.is_fixed:
+            return self.bits[self.chosen_index]
+        return (F.softmax(self.arch_logits, dim=0) * self.bits).sum()
+
+    @torch.no_grad()
+    def initialize_scales(self, weight: torch.Tensor) -> None:
+        """s_{b_i} <- init_scale(W, b_i) for every candidate."""
+        for i, b in enumerate(self.candidate_bits):
+            self.scales[i].copy_(init_scale(weight, b, self.scale_init))
+        self.scales_initialized.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # requires_grad is not part of a state dict: re-derive it from the loaded mode.
+        self.arch_logits.requires_grad_(not self.is_fixed)
+
+    # ---- forward -----------------------------------------------------------
+    def mixture_weights(self) -> torch.Tensor:
+        """g (n,): Gumbel-Softmax sample while searching in training, else one-hot."""
+        if self.training and not self.is_fixed:
+            return F.gumbel_softmax(self.arch_logits, tau=float(self.tau), hard=False)
+        return F.one_hot(torch.tensor(self.chosen_index), len(self.candidate_bits)).to(self.scales)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """W (C_out, ...) -> W_eff (C_out, ...), computed in float32."""
+        if not bool(self.scales_initialized):
+            self.initialize_scales(weight)
+        if self.is_fixed or not self.training:
+            k = self.chosen_index
+            scales, g, bits = self.scales[k:k + 1], self.scales.new_ones(1), self.candidate_bits[k:k + 1]
+        else:
+            scales, g, bits = self.scales, self.mixture_weights(), self.candidate_bits
+        mix = compiled_mix_fake_quantize if self.compile else mix_fake_quantize
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            return mix(weight.float(), scales, g, bits)
+
+    def extra_repr(self) -> str:
+        mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={float(self.tau):.3g}"
+        return f"candidate_bits={list(self.candidate_bits)}, {mode}"

@@ -1,0 +1,194 @@
+"""Model-level transforms: put supernet weight parametrizations on selected layers, and act on them.
+
+Quantization is applied to the ``weight`` of nn.Linear and nn.Conv1d modules with
+``torch.nn.utils.parametrize``, so every read of ``module.weight`` returns W_eff,
+including reads that bypass ``module.forward`` (the fused attention path of
+s3prl's wav2vec2/HuBERT MultiheadAttention reads ``q_proj.weight`` directly).
+
+The latent weight lives at ``<layer>.parametrizations.weight.original``. A state
+dict saved from a float model (``<layer>.weight``) still loads: ``prepare``
+installs a load hook that maps the float name onto the latent weight.
+
+Example:
+    >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> names = prepare(model, candidate_bits=[2, 4, 8])
+    >>> names
+    ['0', '2']
+    >>> set_temperature(model, 0.5); fix_bit_widths(model); sorted(bit_widths(model).values())
+    [2, 2]
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits
+
+QUANTIZABLE_TYPES = (nn.Linear, nn.Conv1d)
+LATENT_SUFFIX = ".parametrizations.weight.original"
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+__all__ = [
+    "QUANTIZABLE_TYPES",
+    "prepare",
+    "quantized_layers",
+    "set_temperature",
+    "fix_bit_widths",
+    "bit_widths",
+    "expected_average_bits",
+    "initialize_scales",
+    "name_filter",
+    "strip",
+    "supernet_of",
+]
+
+
+def name_filter(patterns: Sequence[str]) -> FilterFn:
+    """A filter selecting quantizable modules whose qualified name matches any regex (re.search)."""
+    compiled = [re.compile(p) for p in patterns]
+    return lambda module, name: any(c.search(name) for c in compiled)
+
+
+def _fold_weight_norm(module: nn.Module) -> None:
+    """Replace a hook-based weight norm (weight_g, weight_v) by its current plain weight."""
+    for hook in list(module._forward_pre_hooks.values()):
+        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == "weight":
+            nn.utils.remove_weight_norm(module)
+            return
+    if parametrize.is_parametrized(module, "weight"):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def prepare(
+    model: nn.Module,
+    candidate_bits: Sequence[int] | None = None,
+    filter_fn: FilterFn | None = None,
+    layer_bits: Mapping[str, Sequence[int]] | None = None,
+    scale_init: str = "mse",
+    compile: bool = False,
+) -> list[str]:
+    """Make the selected layers of ``model`` quantized supernets, in place. Returns their names.
+
+    Either ``candidate_bits`` (every selected layer gets these candidates) or
+    ``layer_bits`` (name -> candidates, for exactly those layers; a single
+    candidate fixes the layer's bit-width) must be given. ``filter_fn(module, name)``
+    narrows the selection among nn.Linear / nn.Conv1d modules (default: all).
+    A weight-normalised layer (wav2vec2's positional conv) has its weight norm
+    folded into a plain weight first. ``compile`` fuses the quantization math (see
+    ``MixedPrecisionWeight``).
+    """
+    if (candidate_bits is None) == (layer_bits is None):
+        raise ValueError("give exactly one of candidate_bits or layer_bits")
+    if candidate_bits is not None:
+        check_candidate_bits(candidate_bits)
+    modules = dict(model.named_modules())
+    if layer_bits is not None:
+        missing = [n for n in layer_bits if not isinstance(modules.get(n), QUANTIZABLE_TYPES)]
+        if missing:
+            raise ValueError(
+                f"bit config names layers that are not nn.Linear/nn.Conv1d modules of this model: {missing[:5]}"
+                + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            )
+        plan = {n: check_candidate_bits(b) for n, b in layer_bits.items()}
+    else:
+        plan = {
+            n: tuple(candidate_bits)
+            for n, m in modules.items()
+            if isinstance(m, QUANTIZABLE_TYPES) and (filter_fn is None or filter_fn(m, n))
+        }
+    for name, bits in plan.items():
+        module = modules[name]
+        if supernet_of(module) is not None:
+            raise ValueError(f"layer {name!r} is already quantized")
+        _fold_weight_norm(module)
+        supernet = MixedPrecisionWeight(module.weight, bits, scale_init, compile).to(module.weight.device)
+        parametrize.register_parametrization(module, "weight", supernet, unsafe=True)
+    if plan and not getattr(model, "_mpq_float_state_hook", False):
+        model._register_load_state_dict_pre_hook(_map_float_weights, with_module=True)
+        model._mpq_float_state_hook = True
+    return list(plan)
+
+
+def _map_float_weights(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load hook: ``<layer>.weight`` from a float checkpoint -> ``<layer>.parametrizations.weight.original``.
+
+    A float weight given explicitly wins over a latent weight in the same dict
+    (ESPnet's --init_param merges the source over the model's own state).
+    """
+    for name, _ in quantized_layers(module):
+        full = f"{prefix}{name}." if name else prefix
+        if full + "weight" in state_dict:
+            state_dict[full + LATENT_SUFFIX[1:]] = state_dict.pop(full + "weight")
+
+
+def supernet_of(module: nn.Module) -> MixedPrecisionWeight | None:
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if isinstance(p, MixedPrecisionWeight):
+                return p
+    return None
+
+
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, MixedPrecisionWeight]]:
+    """(layer name, its supernet) for every quantized layer, in module order."""
+    for name, module in model.named_modules():
+        supernet = supernet_of(module)
+        if supernet is not None:
+            yield name, supernet
+
+
+def set_temperature(model: nn.Module, tau: float) -> None:
+    for _, s in quantized_layers(model):
+        s.set_temperature(tau)
+
+
+def fix_bit_widths(model: nn.Module) -> dict[str, int]:
+    """Fix every searching layer to argmax(lambda); return the bit-width of every layer."""
+    for _, s in quantized_layers(model):
+        if not s.is_fixed:
+            s.fix()
+    return bit_widths(model)
+
+
+def bit_widths(model: nn.Module) -> dict[str, int]:
+    """Layer name -> its bit-width (the fixed one, or argmax(lambda) while searching)."""
+    return {name: s.chosen_bits for name, s in quantized_layers(model)}
+
+
+def expected_average_bits(model: nn.Module) -> torch.Tensor:
+    """Parameter-weighted expected bits over quantized weights: sum_l n_l E_bits^l / sum_l n_l.
+
+    Differentiable in the architecture logits. n_l is the number of weights of layer l.
+    """
+    layers = list(quantized_layers(model))
+    if not layers:
+        raise ValueError("the model has no quantized layers")
+    modules = dict(model.named_modules())
+    counts = [modules[n].parametrizations.weight.original.numel() for n, _ in layers]
+    total = sum(counts)
+    return sum(c * s.expected_bits() for c, (_, s) in zip(counts, layers)) / total
+
+
+@torch.no_grad()
+def initialize_scales(model: nn.Module, force: bool = False) -> None:
+    """Initialise every quantized layer's scales from its current latent weight (once, unless ``force``)."""
+    modules = dict(model.named_modules())
+    for name, s in quantized_layers(model):
+        if force or not bool(s.scales_initialized):
+            s.initialize_scales(modules[name].parametrizations.weight.original)
+
+
+def strip(model: nn.Module) -> nn.Module:
+    """Remove the parametrizations, leaving each layer's weight at its current W_eff (in place)."""
+    for name, module in list(model.named_modules()):
+        if supernet_of(module) is not None:
+            was_training = module.training
+            module.eval()  # evaluate W_eff without Gumbel noise
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            module.train(was_training)
+    return model

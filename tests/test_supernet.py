@@ -1,0 +1,177 @@
+"""Specification of the supernet parametrization and model transforms."""
+import pytest
+import torch
+from torch import nn
+
+from espnet_mpq.core.primitives import fake_quantize
+from espnet_mpq.core.supernet import MixedPrecisionWeight
+from espnet_mpq.core.transform import (
+    bit_widths,
+    expected_average_bits,
+    fix_bit_widths,
+    name_filter,
+    prepare,
+    quantized_layers,
+    set_temperature,
+    strip,
+)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6), nn.Conv1d(6, 4, 3))
+
+
+def run(model, seed=1):
+    torch.manual_seed(seed)
+    h = model[:3](torch.randn(5, 12))
+    return model[3](h.t().unsqueeze(0))
+
+
+@pytest.mark.parametrize(
+    "bits, message",
+    [([], "empty"), ([4, 2], "strictly increasing"), ([2, 2, 4], "strictly increasing"), ([2, 9], "bit-width 9")],
+)
+def test_bad_candidate_lists_fail_at_construction_naming_the_value(bits, message):
+    with pytest.raises(ValueError, match=message):
+        MixedPrecisionWeight(torch.zeros(3, 3), bits)
+
+
+def test_non_positive_temperature_is_rejected():
+    s = MixedPrecisionWeight(torch.zeros(3, 3), [2, 4])
+    with pytest.raises(ValueError, match="temperature 0.0 is not allowed"):
+        s.set_temperature(0.0)
+
+
+def test_one_hot_supernet_equals_fixed_quantizer_of_that_bit_width():
+    w = torch.randn(8, 5)
+    s = MixedPrecisionWeight(w, [2, 4, 8]).train()
+    s.initialize_scales(w)
+    s.mixture_weights = lambda: torch.tensor([0.0, 0.0, 1.0])  # a Gumbel sample that came out one-hot
+    assert torch.equal(s(w), fake_quantize(w, s.scales[2], 8))
+
+
+def test_training_forward_mixes_candidates_with_one_effective_weight():
+    w = torch.randn(8, 5)
+    s = MixedPrecisionWeight(w, [2, 8]).train()
+    out = s(w)
+    assert out.shape == w.shape
+    q2, q8 = (fake_quantize(w, s.scales[i], b) for i, b in enumerate((2, 8)))
+    # W_eff lies on the segment between the two candidates, elementwise.
+    assert torch.all((out - torch.minimum(q2, q8) >= -1e-6) & (torch.maximum(q2, q8) - out >= -1e-6))
+
+
+def test_prepare_quantizes_linear_and_conv1d_layers_selected_by_name():
+    model = tiny_model()
+    assert prepare(model, candidate_bits=[2, 4], filter_fn=name_filter([r"^[23]$"])) == ["2", "3"]
+    assert [n for n, _ in quantized_layers(model)] == ["2", "3"]
+
+
+def test_quantized_model_output_changes_when_bits_drop():
+    model = tiny_model()
+    reference = run(model).detach()
+    prepare(model, candidate_bits=[2, 8])
+    model.eval()
+    outs = {}
+    for k in (0, 1):
+        for _, s in quantized_layers(model):
+            s.fix(k)
+        outs[k] = run(model).detach()
+    err2, err8 = ((outs[k] - reference).abs().max() for k in (0, 1))
+    assert err8 < err2
+
+
+def test_size_penalty_gradient_lowers_expected_bits():
+    model = tiny_model()
+    prepare(model, candidate_bits=[2, 4, 8])
+    before = expected_average_bits(model).item()
+    opt = torch.optim.SGD([s.arch_logits for _, s in quantized_layers(model)], lr=1.0)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.relu(expected_average_bits(model) / 3.0 - 1).backward()
+        opt.step()
+    assert expected_average_bits(model).item() < before
+
+
+def test_expected_average_bits_is_weighted_by_parameter_count():
+    model = tiny_model()
+    prepare(model, candidate_bits=[2, 8])
+    layers = dict(quantized_layers(model))
+    layers["0"].fix(1)  # 120 weights at 8 bits
+    for name in ("2", "3"):  # 60 + 72 weights at 2 bits
+        layers[name].fix(0)
+    assert expected_average_bits(model).item() == pytest.approx((120 * 8 + 132 * 2) / 252)
+
+
+def test_fixing_freezes_logits_and_removes_the_noise():
+    model = tiny_model()
+    prepare(model, candidate_bits=[2, 4, 8])
+    model.train()
+    bits = fix_bit_widths(model)
+    assert bits == bit_widths(model)
+    assert all(not s.arch_logits.requires_grad for _, s in quantized_layers(model))
+    assert torch.equal(run(model), run(model))
+
+
+def test_uniform_precision_is_a_single_candidate_fixed_from_the_start():
+    model = tiny_model()
+    prepare(model, candidate_bits=[4])
+    assert set(bit_widths(model).values()) == {4}
+    assert all(s.is_fixed for _, s in quantized_layers(model))
+
+
+def test_layer_bits_must_name_quantizable_layers():
+    with pytest.raises(ValueError, match=r"not nn.Linear/nn.Conv1d.*'1'"):
+        prepare(tiny_model(), layer_bits={"0": [4], "1": [2]})
+
+
+def test_float_checkpoint_loads_into_the_latent_weights():
+    float_model = tiny_model(seed=3)
+    model = tiny_model(seed=0)
+    prepare(model, candidate_bits=[8])
+    model.load_state_dict(float_model.state_dict(), strict=False)
+    assert torch.equal(model[0].parametrizations.weight.original, float_model[0].weight)
+
+
+def test_search_state_round_trips_through_a_state_dict():
+    model = tiny_model()
+    prepare(model, candidate_bits=[2, 4, 8])
+    set_temperature(model, 0.37)
+    run(model.train())
+    first = dict(quantized_layers(model))["0"]
+    first.fix(1)
+    restored = tiny_model(seed=5)
+    prepare(restored, candidate_bits=[2, 4, 8])
+    restored.load_state_dict(model.state_dict())
+    r = dict(quantized_layers(restored))
+    assert r["0"].is_fixed and r["0"].chosen_bits == 4 and not r["0"].arch_logits.requires_grad
+    assert not r["2"].is_fixed and r["2"].arch_logits.requires_grad
+    assert float(r["2"].tau) == pytest.approx(0.37)
+    assert torch.equal(r["2"].scales, dict(quantized_layers(model))["2"].scales)
+
+
+def test_strip_leaves_plain_layers_holding_the_quantized_weights():
+    model = tiny_model()
+    prepare(model, candidate_bits=[3])
+    expected = run(model.eval()).detach()
+    strip(model)
+    assert not list(quantized_layers(model))
+    assert torch.equal(run(model), expected)
+
+
+def test_compiled_mixture_gives_the_same_values_and_gradients():
+    model = tiny_model()
+    twin = tiny_model()
+    prepare(model, candidate_bits=[1, 2, 4])
+    prepare(twin, candidate_bits=[1, 2, 4], compile=True)
+    twin.load_state_dict(model.state_dict())
+    torch.manual_seed(7)
+    a = run(model.train(), seed=2)
+    torch.manual_seed(7)
+    b = run(twin.train(), seed=2)
+    torch.testing.assert_close(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    for (_, sa), (_, sb) in zip(quantized_layers(model), quantized_layers(twin)):
+        torch.testing.assert_close(sa.scales.grad, sb.scales.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(sa.arch_logits.grad, sb.arch_logits.grad, rtol=1e-4, atol=1e-6)
