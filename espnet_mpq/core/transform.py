@@ -6,8 +6,9 @@ including reads that bypass ``module.forward`` (the fused attention path of
 s3prl's wav2vec2/HuBERT MultiheadAttention reads ``q_proj.weight`` directly).
 
 The latent weight lives at ``<layer>.parametrizations.weight.original``. A state
-dict saved from a float model (``<layer>.weight``) still loads: ``prepare``
-installs a load hook that maps the float name onto the latent weight.
+dict saved from a float model (``<layer>.weight``, or ``weight_g`` / ``weight_v``
+of a weight-normalised layer) still loads: ``prepare`` installs a load hook that
+maps the float weight onto the latent weight.
 
 Example:
     >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -45,6 +46,7 @@ __all__ = [
     "name_filter",
     "strip",
     "supernet_of",
+    "fold_weight_norm",
 ]
 
 
@@ -122,8 +124,18 @@ def _map_float_weights(module: nn.Module, state_dict: dict, prefix: str, *args) 
     """
     for name, _ in quantized_layers(module):
         full = f"{prefix}{name}." if name else prefix
+        if full + "weight_v" in state_dict and full + "weight_g" in state_dict:
+            g, v = state_dict.pop(full + "weight_g"), state_dict.pop(full + "weight_v")
+            state_dict[full + "weight"] = fold_weight_norm(g, v)
         if full + "weight" in state_dict:
             state_dict[full + LATENT_SUFFIX[1:]] = state_dict.pop(full + "weight")
+
+
+def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """W = g * v / ||v||, the norm taken over every dim but the one g spans (torch's weight_norm)."""
+    spanned = [d for d in range(v.dim()) if g.shape[d] != 1]
+    dim = spanned[0] if len(spanned) == 1 else -1
+    return torch._weight_norm(v, g, dim)
 
 
 def supernet_of(module: nn.Module) -> MixedPrecisionWeight | None:

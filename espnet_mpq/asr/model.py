@@ -1,0 +1,240 @@
+"""The ``mpq`` model: ESPnet's ASR model + distillation from the 32-bit teacher + the size penalty.
+
+    loss = task loss (ESPnet's CTC / attention loss, unchanged)
+         + kd_weight * KL(teacher || student) on the CTC posteriors
+         + size_penalty_weight * penalty(E, T)          (searching methods only)
+
+    KL = (1 / F) sum_{b,t valid} sum_v p_T(v) (log p_T(v) - log p_S(v)),  p = softmax(logits / kd_temperature)
+
+over the F valid frames of the batch. E is the expected average bits of the
+quantized weights (or the expected size in MB of the quantized model when the
+quantizer has ``size_budget_mb``), T its target (see espnet_mpq.quantizers).
+
+The teacher (an ESPnet ASR model: its config.yaml and model file) is loaded when
+training starts, kept frozen and in eval mode, and is not a sub-module, so it is
+never saved into the student's checkpoints. The schedule (temperature, the switch
+from search to fixed bit-widths) follows the training progress kept in buffers,
+so it survives ``--resume``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from typeguard import typechecked
+
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet_mpq.asr.frontend import FRONTEND_PREFIX, S3prlMpqFrontend
+from espnet_mpq.core.accounting import storage_report
+from espnet_mpq.core.transform import (
+    expected_average_bits,
+    fix_bit_widths,
+    quantized_layers,
+    set_temperature,
+)
+from espnet_mpq.quantizers import DOWNSTREAM, JointConfig, NoneConfig, apply_quantizer
+
+ARCH_LOGITS = "arch_logits"
+
+
+class MpqESPnetModel(ESPnetASRModel):
+    """ESPnetASRModel with distillation, size penalty and the search schedule of the frontend's quantizer."""
+
+    @typechecked
+    def __init__(
+        self,
+        *args,
+        kd_weight: float = 1.0,
+        kd_temperature: float = 1.0,
+        size_penalty_weight: float = 1.0,
+        teacher_config: Optional[str] = None,
+        teacher_model_file: Optional[str] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.frontend, S3prlMpqFrontend):
+            raise ValueError(f"model 'mpq' needs 'frontend: s3prl_mpq', got {type(self.frontend).__name__}")
+        if kd_weight < 0 or size_penalty_weight < 0 or kd_temperature <= 0:
+            raise ValueError(
+                f"model_conf kd_weight={kd_weight}, size_penalty_weight={size_penalty_weight} must be >= 0 "
+                f"and kd_temperature={kd_temperature} > 0"
+            )
+        if kd_weight > 0 and not (teacher_config and teacher_model_file):
+            raise ValueError("model_conf kd_weight > 0 needs teacher_config and teacher_model_file "
+                             "(the 32-bit model's config.yaml and .pth); set kd_weight: 0 to train without")
+        self.kd_weight = kd_weight
+        self.kd_temperature = kd_temperature
+        self.size_penalty_weight = size_penalty_weight
+        self.teacher_paths = (teacher_config, teacher_model_file)
+        self._teacher: list[ESPnetASRModel] = []  # a list: not a sub-module, never in state_dict()
+        self.quantizer = self.frontend.quantizer_config
+        if DOWNSTREAM in self.quantizer.modules:
+            apply_quantizer(self.quantizer, self, [DOWNSTREAM], exclude_prefix=FRONTEND_PREFIX)
+        # Training progress: iterations (training forwards) and epochs, saved with the model.
+        self.register_buffer("mpq_iteration", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("mpq_epoch_start", torch.tensor(0.0))  # completed epochs when this epoch began
+        self.register_buffer("mpq_epoch_iteration", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("mpq_epoch_length", torch.tensor(0, dtype=torch.long))  # 0: unknown
+        self._last_encoder_out = None
+
+    # ---- schedule -------------------------------------------------------------
+    def start_epoch(self, epoch: int, num_iterations: Optional[int]) -> None:
+        """Called by the trainer before epoch ``epoch`` (1-based) with its length when known."""
+        self.mpq_epoch_start.fill_(float(epoch - 1))
+        self.mpq_epoch_iteration.zero_()
+        if num_iterations:
+            self.mpq_epoch_length.fill_(num_iterations)
+        self._update_schedule()
+
+    def progress(self) -> float:
+        """Training progress in the quantizer's schedule_unit (epochs may be fractional)."""
+        if getattr(self.quantizer, "schedule_unit", "epoch") == "iteration":
+            return float(self.mpq_iteration)
+        length = int(self.mpq_epoch_length)
+        within = min(int(self.mpq_epoch_iteration) / length, 1.0) if length else 0.0
+        return float(self.mpq_epoch_start) + within
+
+    def _update_schedule(self) -> None:
+        config = self.quantizer
+        if not (isinstance(config, JointConfig) and config.searches):
+            return
+        if self.searching and config.search_done(self.progress()):
+            bits = fix_bit_widths(self)
+            logging.info(f"mpq: search finished at progress {self.progress():.3f} ({config.schedule_unit}); "
+                         f"bit-widths fixed, average {storage_report(self).average_bits:.3f} bits; {bits}")
+        elif self.searching:
+            set_temperature(self, config.temperature(self.progress()))
+
+    @property
+    def searching(self) -> bool:
+        return any(not s.is_fixed for _, s in quantized_layers(self))
+
+    # ---- teacher -------------------------------------------------------------
+    def load_teacher(self) -> None:
+        """Load and check the teacher (before training; the trainer calls this)."""
+        if self.kd_weight == 0 or self._teacher:
+            return
+        config, model_file = self.teacher_paths
+        for p in (config, model_file):
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"teacher file {p} does not exist (model_conf teacher_config / "
+                                        "teacher_model_file: the 32-bit model's config.yaml and .pth)")
+        from espnet_mpq.asr.task import MpqASRTask
+
+        teacher, _ = MpqASRTask.build_model_from_file(config, model_file, "cpu")
+        check_teacher(self, teacher)
+        teacher.eval().requires_grad_(False)
+        self._teacher = [teacher]
+        logging.info(f"mpq: teacher loaded from {model_file}")
+
+    # ---- forward ---------------------------------------------------------------
+    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        encoder_out, encoder_out_lens = super().encode(speech, speech_lengths)
+        self._last_encoder_out = (encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out,
+                                  encoder_out_lens)
+        return encoder_out, encoder_out_lens
+
+    def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
+        if self.training:  # progress counts the batches done before this one
+            self._update_schedule()
+            self.mpq_iteration += 1
+            self.mpq_epoch_iteration += 1
+        loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+        encoder_out, encoder_out_lens = self._last_encoder_out
+        self._last_encoder_out = None
+        stats["loss_task"] = loss.detach()
+        if self.kd_weight > 0:
+            self.load_teacher()
+            kd = self._kd_loss(speech, speech_lengths, encoder_out, encoder_out_lens)
+            loss = loss + self.kd_weight * kd
+            stats["loss_kd"] = kd.detach()
+        if isinstance(self.quantizer, JointConfig) and self.searching:
+            expected = self._expected_size()
+            penalty = self.quantizer.size_penalty(expected, self._size_target())
+            loss = loss + self.size_penalty_weight * penalty
+            stats["loss_size"] = penalty.detach()
+            stats["expected_avg_bits"] = expected_average_bits(self).detach()
+            stats["tau"] = float(next(s for _, s in quantized_layers(self) if not s.is_fixed).tau)
+        if not isinstance(self.quantizer, NoneConfig):
+            report = storage_report(self)
+            stats["avg_bits"] = report.average_bits
+            stats["compression_ratio"] = report.compression_ratio
+            stats["compression_ratio_upstream"] = storage_report(self.frontend.upstream).compression_ratio
+        stats["loss"] = loss.detach()
+        return loss, stats, weight
+
+    def _expected_size(self) -> torch.Tensor:
+        """Expected average bits, or expected size (MB) of the quantized layers + float params."""
+        if self.quantizer.size_budget_mb is None:
+            return expected_average_bits(self)
+        modules = dict(self.named_modules())
+        report = storage_report(self)
+        bits = sum(
+            modules[n].parametrizations.weight.original.numel() * s.expected_bits()
+            + modules[n].parametrizations.weight.original.shape[0] * 32
+            for n, s in quantized_layers(self)
+        )
+        return (bits + 32 * report.float_params) / 8 / 1e6
+
+    def _size_target(self) -> float:
+        q = self.quantizer
+        return q.size_budget_mb if q.size_budget_mb is not None else q.target_avg_bits
+
+    def _kd_loss(self, speech, speech_lengths, encoder_out, encoder_out_lens) -> torch.Tensor:
+        teacher = self._teacher[0]
+        if next(teacher.parameters()).device != speech.device:
+            teacher.to(speech.device)
+        with torch.no_grad():
+            t_out, _ = teacher.encode(speech, speech_lengths)
+            t_out = t_out[0] if isinstance(t_out, tuple) else t_out
+            t_logp = F.log_softmax(teacher.ctc.ctc_lo(t_out) / self.kd_temperature, dim=-1)  # (B, T, V)
+        s_logp = F.log_softmax(self.ctc.ctc_lo(encoder_out) / self.kd_temperature, dim=-1)  # (B, T, V)
+        frames = min(t_logp.size(1), s_logp.size(1))
+        mask = torch.arange(frames, device=speech.device)[None, :] < encoder_out_lens[:, None]  # (B, T)
+        kl = (t_logp.exp() * (t_logp - s_logp[:, :frames]))[:, :frames].sum(-1)  # (B, T)
+        return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+    # ---- optimizer groups ------------------------------------------------------
+    def optimizer_param_groups(self, optim_conf: dict) -> list[dict]:
+        """Parameters in two groups: the architecture logits get arch_lr and no weight decay."""
+        arch = [p for n, p in self.named_parameters() if n.endswith(ARCH_LOGITS)]
+        rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]
+        groups = [{"params": rest}]
+        if arch and isinstance(self.quantizer, JointConfig):
+            groups.append({"params": arch, "lr": self.quantizer.arch_lr, "weight_decay": 0.0})
+        return groups
+
+
+def _float_shapes(model: torch.nn.Module) -> dict[str, tuple]:
+    """State-dict names and shapes of a model as a 32-bit model would have them."""
+    names = {n for n, _ in quantized_layers(model)}
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("mpq_"):
+            continue
+        head, sep, tail = key.partition(".parametrizations.weight.")
+        if sep and head in names:
+            if tail == "original":  # the latent weight stands for the float weight
+                out[head + ".weight"] = tuple(value.shape)
+            continue
+        if key.endswith(".weight_g"):  # a weight-normalised layer stands for its folded weight
+            continue
+        out[key[: -len("_v")] if key.endswith(".weight_v") else key] = tuple(value.shape)
+    return out
+
+
+def check_teacher(student: ESPnetASRModel, teacher: ESPnetASRModel) -> None:
+    """Raise ValueError if the teacher's vocabulary or architecture differs from the student's."""
+    if list(teacher.token_list) != list(student.token_list):
+        raise ValueError(
+            f"teacher vocabulary ({len(teacher.token_list)} tokens) differs from the student's "
+            f"({len(student.token_list)} tokens): use the 32-bit model trained with the same token_list"
+        )
+    s, t = _float_shapes(student), _float_shapes(teacher)
+    diff = sorted(k for k in set(s) | set(t) if s.get(k) != t.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: student {s.get(k)} teacher {t.get(k)}" for k in diff[:3])
+        raise ValueError(f"teacher architecture differs from the student's in {len(diff)} tensors ({detail})")

@@ -1,0 +1,93 @@
+"""Export a trained model as a packed low-bit file, with its bit config and a size report.
+
+Usage:
+    python -m espnet_mpq.bin.export --asr_train_config exp/asr_joint/config.yaml \
+        --asr_model_file exp/asr_joint/valid.loss.ave.pth --output exp/asr_joint/model.mpq \
+        [--output_bit_config exp/asr_joint/bits.yaml] [--output_report exp/asr_joint/size.json]
+
+Layers still searching are fixed at argmax(lambda) first; scales never
+initialised (post-training quantization) are initialised from the weights. The
+report gives, for the whole model and the SSL upstream, the parameter count,
+average bits, exact storage bits and compression ratio against 32-bit, and the
+packed file's size. Every output is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from espnet_mpq.core.accounting import storage_report
+from espnet_mpq.core.packed_file import save_packed
+from espnet_mpq.core.transform import bit_widths, fix_bit_widths, initialize_scales
+from espnet_mpq.quantizers import write_bit_config
+from espnet_mpq.register import register
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def export(config: Path, model_file: Path, output: Path | None, bit_config: Path | None, report: Path | None) -> dict:
+    register()
+    from espnet_mpq.asr.task import MpqASRTask
+
+    model, _ = MpqASRTask.build_model_from_file(config, model_file, "cpu")
+    model.eval()
+    initialize_scales(model)
+    fix_bit_widths(model)
+    whole, upstream = storage_report(model), storage_report(model.frontend.upstream)
+    result = {
+        "model": {k: v for k, v in whole.as_dict().items() if k != "bits_per_layer"},
+        "upstream": {k: v for k, v in upstream.as_dict().items() if k != "bits_per_layer"},
+        "bits_per_layer": bit_widths(model),
+        "quantizer": getattr(getattr(model.frontend, "quantizer_config", None), "name", "none"),
+    }
+    if output is not None:
+        size = save_packed(model, output, {"config": str(config), "source": str(model_file)})
+        result["packed_bytes"] = size
+        result["packed_mb"] = size / 1e6
+        result["packed_over_accounting"] = size / (whole.total_bits / 8)
+        logging.info(f"wrote {output}: {size / 1e6:.3f} MB (accounting {whole.size_mb:.3f} MB)")
+    if bit_config is not None:
+        write_bit_config(bit_config, result["bits_per_layer"])
+        logging.info(f"wrote {bit_config}")
+    if report is not None:
+        write_json(report, result)
+        logging.info(f"wrote {report}")
+    return result
+
+
+def main(cmd=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--asr_train_config", type=Path, required=True, help="the trained model's config.yaml")
+    parser.add_argument("--asr_model_file", type=Path, required=True, help="the trained model's .pth")
+    parser.add_argument("--output", type=Path, help="packed model file to write")
+    parser.add_argument("--output_bit_config", type=Path, help="YAML {layer: bits} to write (two_stage)")
+    parser.add_argument("--output_report", type=Path, help="JSON size report to write")
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    for p in (args.asr_train_config, args.asr_model_file):
+        if not p.is_file():
+            parser.error(f"{p} does not exist")
+    with torch.no_grad():
+        result = export(args.asr_train_config, args.asr_model_file, args.output, args.output_bit_config,
+                        args.output_report)
+    m, u = result["model"], result["upstream"]
+    print(f"model:    {m['total_params']} params, {m['average_bits']:.3f} avg bits, "
+          f"compression {m['compression_ratio']:.2f}x, {m['size_mb']:.3f} MB")
+    print(f"upstream: {u['total_params']} params, {u['average_bits']:.3f} avg bits, "
+          f"compression {u['compression_ratio']:.2f}x")
+    if "packed_mb" in result:
+        print(f"packed:   {result['packed_mb']:.3f} MB ({result['packed_over_accounting']:.4f} x accounting)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Quantization methods: one validated config dataclass each, in one registry.
+
+YAML ``quantizer: NAME`` + ``quantizer_conf: {...}`` map onto ``build_config(NAME, conf)``:
+
+    none       the 32-bit model
+    ptq        round-to-nearest at ``bits`` for every selected layer, scales from the
+               32-bit weights, no training
+    uniform    quantization-aware training at one bit-width ``bits``
+    joint      the one-stage method: bit-width search (Gumbel-Softmax supernet over
+               ``candidate_bits``) for ``search_length`` epochs/iterations, then the
+               bit-widths are fixed at argmax(lambda) and the same run trains on
+    two_stage  stage 1 (no ``bit_config``): the same search as ``joint``, over the
+               whole run; stage 2 (``bit_config: FILE``): quantization-aware training
+               with the bit-widths found by stage 1, from the 32-bit model
+
+Which layers are quantized is chosen by ``modules``, a list of groups:
+``transformer`` (q/k/v/out projections, fc1, fc2 of every transformer layer and
+post_extract_proj), ``feature_extractor`` (the conv feature extractor),
+``pos_conv`` (the positional convolution), ``downstream`` (every Linear/Conv1d of
+the ESPnet model outside the frontend: encoder, decoder, CTC head).
+
+The size penalty (joint, two_stage) for the expected average bits E (or the
+expected model size E in MB, with ``size_budget_mb``) against the target T is
+
+    hinge:   relu(E / T - 1)
+    squared: (E / T - 1)^2
+
+The temperature anneals exponentially, tau(p) = tau_start * (tau_end / tau_start)^(p / L),
+with p the training progress and L = ``search_length`` (both in ``schedule_unit``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+from torch import nn
+
+from espnet_mpq.core.primitives import check_bits
+from espnet_mpq.core.supernet import check_candidate_bits
+from espnet_mpq.core.transform import QUANTIZABLE_TYPES, prepare
+
+MODULE_GROUPS = {
+    "transformer": (
+        r"encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)$",
+        r"post_extract_proj$",
+    ),
+    "feature_extractor": (r"feature_extractor\.conv_layers\.\d+\.0$",),
+    "pos_conv": (r"encoder\.pos_conv\.0$",),
+}
+DOWNSTREAM = "downstream"
+ALL_GROUPS = (*MODULE_GROUPS, DOWNSTREAM)
+
+__all__ = [
+    "QuantizerConfig",
+    "NoneConfig",
+    "PTQConfig",
+    "UniformConfig",
+    "JointConfig",
+    "TwoStageConfig",
+    "QUANTIZERS",
+    "build_config",
+    "read_bit_config",
+    "write_bit_config",
+    "select_layers",
+    "apply_quantizer",
+    "MODULE_GROUPS",
+    "DOWNSTREAM",
+]
+
+
+def _fail(name: str, value, allowed: str):
+    raise ValueError(f"quantizer_conf {name}={value!r} is not allowed: {allowed}")
+
+
+@dataclass
+class QuantizerConfig:
+    """Options shared by every method."""
+
+    name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True  # does the method need a training run?
+
+    modules: list[str] = field(default_factory=lambda: ["transformer"])
+    scale_init: str = "mse"  # initial scales: 'mse' (MSE-optimal clip) or 'max' (max-abs)
+    compile: bool = False  # fuse the quantization math with torch.compile (faster steps, one-off compile)
+
+    def __post_init__(self):
+        if isinstance(self.modules, str):
+            self.modules = [self.modules]
+        unknown = [m for m in self.modules if m not in ALL_GROUPS]
+        if unknown:
+            _fail("modules", unknown, f"choose from {list(ALL_GROUPS)}")
+        if self.scale_init not in ("mse", "max"):
+            _fail("scale_init", self.scale_init, "use 'mse' or 'max'")
+
+    def layer_candidates(self) -> tuple[int, ...] | None:
+        """Candidate bit-widths every selected layer gets (None: nothing is quantized)."""
+        return None
+
+    @property
+    def searches(self) -> bool:
+        return False
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class NoneConfig(QuantizerConfig):
+    name: ClassVar[str] = "none"
+    trains: ClassVar[bool] = False
+
+
+@dataclass
+class UniformConfig(QuantizerConfig):
+    name: ClassVar[str] = "uniform"
+    bits: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            check_bits(self.bits)
+        except ValueError:
+            _fail("bits", self.bits, "use an integer from 1 to 8")
+
+    def layer_candidates(self):
+        return (self.bits,)
+
+
+@dataclass
+class PTQConfig(UniformConfig):
+    name: ClassVar[str] = "ptq"
+    trains: ClassVar[bool] = False
+    bits: int = 8
+
+
+@dataclass
+class JointConfig(QuantizerConfig):
+    name: ClassVar[str] = "joint"
+
+    candidate_bits: list[int] = field(default_factory=lambda: [2, 4, 8])
+    target_avg_bits: float | None = 4.0  # target of the expected average bits over quantized weights
+    size_budget_mb: float | None = None  # or: target expected size of the quantized module(s), in MB
+    penalty: str = "hinge"  # 'hinge': relu(E/T - 1); 'squared': (E/T - 1)^2
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    search_length: float = 1.0  # search phase length, in schedule_unit; then bits are fixed
+    schedule_unit: str = "epoch"  # 'epoch' or 'iteration' (training batches)
+    arch_lr: float = 0.01  # learning rate of the architecture logits (no weight decay)
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            self.candidate_bits = list(check_candidate_bits(self.candidate_bits))
+        except ValueError as e:
+            raise ValueError(f"quantizer_conf candidate_bits: {e}") from None
+        if self.size_budget_mb is not None:
+            self.target_avg_bits = None
+            if not self.size_budget_mb > 0:
+                _fail("size_budget_mb", self.size_budget_mb, "use a size in MB > 0")
+        elif self.target_avg_bits is None:
+            _fail("target_avg_bits", None, "give target_avg_bits or size_budget_mb")
+        elif not min(self.candidate_bits) <= self.target_avg_bits <= max(self.candidate_bits):
+            _fail("target_avg_bits", self.target_avg_bits,
+                  f"it must lie between the smallest and largest candidate {self.candidate_bits}")
+        if self.penalty not in ("hinge", "squared"):
+            _fail("penalty", self.penalty, "use 'hinge' or 'squared'")
+        for key in ("tau_start", "tau_end", "arch_lr"):
+            if not getattr(self, key) > 0:
+                _fail(key, getattr(self, key), "it must be > 0")
+        if not self.search_length >= 0:
+            _fail("search_length", self.search_length, "it must be >= 0")
+        if self.schedule_unit not in ("epoch", "iteration"):
+            _fail("schedule_unit", self.schedule_unit, "use 'epoch' or 'iteration'")
+
+    def layer_candidates(self):
+        return tuple(self.candidate_bits)
+
+    @property
+    def searches(self) -> bool:
+        return True
+
+    def temperature(self, progress: float) -> float:
+        """tau(p) = tau_start * (tau_end / tau_start)^(min(p, L) / L)."""
+        if self.search_length == 0:
+            return self.tau_end
+        frac = min(max(progress, 0.0), self.search_length) / self.search_length
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+    def search_done(self, progress: float) -> bool:
+        return progress >= self.search_length
+
+    def size_penalty(self, expected, target):
+        """relu(E/T - 1) or (E/T - 1)^2 for tensors/floats E, T."""
+        import torch
+
+        excess = expected / target - 1
+        return torch.relu(excess) if self.penalty == "hinge" else excess**2
+
+
+@dataclass
+class TwoStageConfig(JointConfig):
+    name: ClassVar[str] = "two_stage"
+    bit_config: str | None = None  # stage 2: YAML {layer name: bits} written from stage 1
+    search_length: float = math.inf  # stage 1 searches for the whole run
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bit_config is not None and not Path(self.bit_config).is_file():
+            _fail("bit_config", self.bit_config, "no such file (write it from the search run with "
+                  "python -m espnet_mpq.bin.export --output_bit_config)")
+
+    @property
+    def searches(self) -> bool:
+        return self.bit_config is None
+
+    def layer_bits(self) -> dict[str, int] | None:
+        return None if self.bit_config is None else read_bit_config(self.bit_config)
+
+
+QUANTIZERS: dict[str, type[QuantizerConfig]] = {
+    c.name: c for c in (NoneConfig, PTQConfig, UniformConfig, JointConfig, TwoStageConfig)
+}
+
+
+def build_config(name: str, conf: dict | None = None) -> QuantizerConfig:
+    """The validated config of quantizer ``name``; unknown names or options are listed in the error."""
+    if name not in QUANTIZERS:
+        raise ValueError(f"quantizer {name!r} is not known: choose from {list(QUANTIZERS)}")
+    cls = QUANTIZERS[name]
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(conf or {}) - set(allowed))
+    if unknown:
+        raise ValueError(f"quantizer '{name}' has no option(s) {unknown}: its options are {allowed}")
+    return cls(**(conf or {}))
+
+
+def read_bit_config(path: str | Path) -> dict[str, int]:
+    """Read a bit config: YAML mapping layer name (relative to the ESPnet model) -> bits."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"bit config {path} must be a non-empty YAML mapping 'layer name: bits'")
+    for name, bits in data.items():
+        try:
+            check_bits(bits)
+        except ValueError as e:
+            raise ValueError(f"bit config {path}, layer {name!r}: {e}") from None
+    return data
+
+
+def write_bit_config(path: str | Path, bits: dict[str, int]) -> None:
+    """Write a bit config atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(dict(bits), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def select_layers(module: nn.Module, groups: list[str], exclude_prefix: str | None = None) -> list[str]:
+    """Names of the nn.Linear / nn.Conv1d layers of ``module`` in ``groups``.
+
+    The ``downstream`` group selects every such layer whose name does not start with
+    ``exclude_prefix`` (the frontend, when applied to a whole ESPnet model); the
+    other groups select by the patterns of MODULE_GROUPS.
+    """
+    patterns = [re.compile(p) for g in groups for p in MODULE_GROUPS.get(g, ())]
+    names = []
+    for name, m in module.named_modules():
+        if not isinstance(m, QUANTIZABLE_TYPES):
+            continue
+        if DOWNSTREAM in groups and not (exclude_prefix and name.startswith(exclude_prefix)):
+            names.append(name)
+        elif any(p.search(name) for p in patterns):
+            names.append(name)
+    return names
+
+
+def apply_quantizer(
+    config: QuantizerConfig, module: nn.Module, groups: list[str], bit_config_prefix: str = "",
+    exclude_prefix: str | None = None,
+) -> list[str]:
+    """Quantize ``module``'s layers in ``groups`` as ``config`` says; return their names.
+
+    Bit configs name layers relative to the whole ESPnet model: entries for this
+    module carry ``bit_config_prefix`` (e.g. ``frontend.``), which is stripped.
+    """
+    candidates = config.layer_candidates()
+    names = select_layers(module, groups, exclude_prefix)
+    if candidates is None or not names:
+        return []
+    layer_bits = config.layer_bits() if isinstance(config, TwoStageConfig) else None
+    if layer_bits is not None:
+        mine = {k[len(bit_config_prefix):]: [b] for k, b in layer_bits.items() if k.startswith(bit_config_prefix)}
+        if exclude_prefix:
+            mine = {k: b for k, b in mine.items() if not k.startswith(exclude_prefix)}
+        missing, extra = sorted(set(names) - set(mine)), sorted(set(mine) - set(names))
+        if missing or extra:
+            raise ValueError(
+                f"bit_config {config.bit_config} does not match the model's quantized layers: "
+                + (f"missing {[bit_config_prefix + n for n in missing[:5]]} " if missing else "")
+                + (f"unknown {[bit_config_prefix + n for n in extra[:5]]}" if extra else "")
+            )
+        plan = mine
+    else:
+        plan = {n: list(candidates) for n in names}
+    return prepare(module, layer_bits=plan, scale_init=config.scale_init, compile=config.compile)

@@ -1,0 +1,34 @@
+"""Registration of espnet_mpq's classes in ESPnet's ASR task.
+
+ESPnet has no plugin mechanism: a class becomes selectable in YAML by entering the
+task's ClassChoices before the argument parser is built. ``register()`` adds
+
+    frontend: s3prl_mpq   -> espnet_mpq.asr.frontend.S3prlMpqFrontend
+    model:    mpq         -> espnet_mpq.asr.model.MpqESPnetModel
+
+checking the base classes ESPnet expects. It is idempotent. The entry points
+``python -m espnet_mpq.bin.asr_train`` / ``asr_inference`` call it for you.
+"""
+from __future__ import annotations
+
+__all__ = ["register"]
+
+
+def _insert(choices, key: str, cls) -> None:
+    if choices.base_type is not None and not issubclass(cls, choices.base_type):
+        raise TypeError(f"{cls.__name__} must subclass {choices.base_type.__name__} to be a --{choices.name}")
+    present = choices.classes.get(key)
+    if present is not None and present is not cls:
+        raise ValueError(f"--{choices.name} {key} is already registered as {present.__name__}")
+    choices.classes[key] = cls
+
+
+def register() -> None:
+    """Add ``s3prl_mpq`` to ESPnet's ASR frontend choices and ``mpq`` to its model choices."""
+    import espnet2.tasks.asr as asr
+
+    from espnet_mpq.asr.frontend import S3prlMpqFrontend
+    from espnet_mpq.asr.model import MpqESPnetModel
+
+    _insert(asr.frontend_choices, "s3prl_mpq", S3prlMpqFrontend)
+    _insert(asr.model_choices, "mpq", MpqESPnetModel)
