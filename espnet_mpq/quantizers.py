@@ -9,8 +9,8 @@ YAML ``quantizer: NAME`` + ``quantizer_conf: {...}`` map onto ``build_config(NAM
     joint      the one-stage method: bit-width search (Gumbel-Softmax supernet over
                ``candidate_bits``) for ``search_length`` epochs/iterations, then the
                bit-widths are fixed at argmax(lambda) and the same run trains on
-    two_stage  stage 1 (no ``bit_config``): the same search as ``joint``, over the
-               whole run; stage 2 (``bit_config: FILE``): quantization-aware training
+    two_stage  stage 1 (no ``bit_config``): the same search as ``joint`` (tau anneals
+               over ``search_length``), never fixed during the run; stage 2 (``bit_config: FILE``): quantization-aware training
                with the bit-widths found by stage 1, from the 32-bit model
 
 Which layers are quantized is chosen by ``modules``, a list of groups:
@@ -31,7 +31,6 @@ with p the training progress and L = ``search_length`` (both in ``schedule_unit`
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +205,6 @@ class JointConfig(QuantizerConfig):
 class TwoStageConfig(JointConfig):
     name: ClassVar[str] = "two_stage"
     bit_config: str | None = None  # stage 2: YAML {layer name: bits} written from stage 1
-    search_length: float = math.inf  # stage 1 searches for the whole run
 
     def __post_init__(self):
         super().__post_init__()
@@ -217,6 +215,11 @@ class TwoStageConfig(JointConfig):
     @property
     def searches(self) -> bool:
         return self.bit_config is None
+
+    def search_done(self, progress: float) -> bool:
+        """Stage 1 searches for the whole run (tau stays at tau_end after search_length);
+        its bit-widths are read off at the end (export --output_bit_config)."""
+        return False
 
     def layer_bits(self) -> dict[str, int] | None:
         return None if self.bit_config is None else read_bit_config(self.bit_config)
