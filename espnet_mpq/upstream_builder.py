@@ -42,6 +42,7 @@ __all__ = [
     "UpstreamSpec",
     "standard_conv_layers",
     "make_spec",
+    "build_upstream_model",
     "build_upstream_checkpoint",
     "save_upstream_checkpoint",
     "checkpoint_num_params",
@@ -192,6 +193,11 @@ def make_spec(arch: str, preset: str | None = None, **overrides: Any) -> Upstrea
     if unknown:
         raise ValueError(f"unknown upstream option(s) {unknown}: use any of {', '.join(allowed)}")
     return UpstreamSpec(arch=arch, **{**PRESETS[preset_name], **overrides})
+
+
+def build_upstream_model(arch: str, preset: str | None = None, **overrides: Any) -> torch.nn.Module:
+    """The freshly initialised s3prl model (HubertModel / Wav2Vec2Model) of ``preset``."""
+    return _build_model(make_spec(arch, preset, **overrides))
 
 
 def build_upstream_checkpoint(arch: str, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
