@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from typeguard import typechecked
 
 from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_mpq.asr.frontend import FRONTEND_PREFIX, S3prlMpqFrontend
 from espnet_mpq.core.accounting import storage_report
 from espnet_mpq.core.transform import (
@@ -164,7 +165,9 @@ class MpqESPnetModel(ESPnetASRModel):
             stats["compression_ratio"] = report.compression_ratio
             stats["compression_ratio_upstream"] = storage_report(self.frontend.upstream).compression_ratio
         stats["loss"] = loss.detach()
-        return loss, stats, weight
+        # Scalars as 1-dim tensors, as ESPnet's own forward returns them: its DDP / DataParallel
+        # averaging of the stats requires every entry to have the shape of ``weight``.
+        return force_gatherable((loss, stats, weight), loss.device)
 
     def _expected_size(self) -> torch.Tensor:
         """Expected average bits, or expected size (MB) of the quantized layers + float params."""

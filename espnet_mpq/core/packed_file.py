@@ -72,7 +72,11 @@ def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_packed(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> int:
-    """Write ``model``'s packed file atomically; return its size in bytes."""
+    """Write ``model``'s packed file atomically; return its size in bytes.
+
+    Scales not yet initialised (no forward since ``prepare``) are initialised first, as
+    the layer's first forward would, so the file always holds what the model computes.
+    """
     modules = dict(model.named_modules())
     chunks: list[bytes] = []
     offset = 0
@@ -87,6 +91,8 @@ def save_packed(model: nn.Module, path: str | os.PathLike, metadata: dict | None
     quantized = []
     for name, supernet in quantized_layers(model):
         latent = modules[name].parametrizations.weight.original.detach()
+        if not bool(supernet.scales_initialized):  # the scales the layer's first forward would set
+            supernet.initialize_scales(latent)
         k = supernet.chosen_index
         bits, scale = supernet.candidate_bits[k], supernet.scales[k].detach().float().cpu()
         codes = quantize_to_codes(latent.cpu(), scale, bits)
