@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python bench/real_shapes.py                       # both models, 2 s of audio per step
-    .venv/bin/python bench/real_shapes.py --models wav2vec2_base --seconds 1 --repeats 2
+    .venv/bin/python bench/real_shapes.py --models wav2vec2_base --seconds 1 --repeats 2 --compile
 
 For each model (random weights, the published layer sizes, built by s3prl's model
 classes): quantizes every conv-extractor, positional-conv and transformer Linear
@@ -48,12 +48,12 @@ def step_time(model: torch.nn.Module, audio: torch.Tensor, repeats: int) -> floa
     return statistics.median(times)
 
 
-def measure(name: str, seconds: float, repeats: int, out_dir: Path) -> dict:
+def measure(name: str, seconds: float, repeats: int, compile: bool, out_dir: Path) -> dict:
     model = build_upstream_model(MODELS[name], name).train()
     audio = torch.randn(1, int(16000 * seconds))
     fp32_step = step_time(model, audio, repeats)
     layers = select_layers(model, list(MODULE_GROUPS))
-    prepare(model, layer_bits={n: CANDIDATES for n in layers}, scale_init="max")
+    prepare(model, layer_bits={n: CANDIDATES for n in layers}, scale_init="max", compile=compile)
     supernet_step = step_time(model, audio, repeats)
     torch.manual_seed(0)
     for _, s in quantized_layers(model):
@@ -81,12 +81,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per training step")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="fuse the quantization math (torch.compile)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seconds} s of audio per step")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seconds} s of audio per step, "
+          f"quantization math {'compiled' if args.compile else 'eager'}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = measure(name, args.seconds, args.repeats, Path(tmp))
+            r = measure(name, args.seconds, args.repeats, args.compile, Path(tmp))
             results.append(r)
             print(f"{name}: {r['params']:,} params, {r['quantized_params']:,} quantized, {r['avg_bits']:.3f} avg bits, "
                   f"compression {r['compression_ratio']:.2f}x, accounted {r['accounted_mb']:.2f} MB, "
