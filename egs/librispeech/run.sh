@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Mixed-precision quantization of a speech SSL upstream (HuBERT) fine-tuned for ASR,
+# on LibriSpeech or, when db.sh gives no LibriSpeech, the built-in synthesized corpus.
+#
+#   ./run.sh                                        # stages 1-13: built-in corpus, joint 3.5-bit
+#   ./run.sh --stage 10 --mpq_config conf/tuning/train_mpq_uniform_4bit.yaml
+#   ./run.sh --config_set smoke --work /tmp/smoke   # tiny sizes (conf/sets/smoke.sh), elsewhere
+#   LIBRISPEECH=/data/LibriSpeech ./run.sh --upstream hubert --ngpu 1
+#
+# Stages (each skips finished work: .done markers, atomic outputs):
+#   1 data: synthesize the built-in corpus if needed, Kaldi dirs via local/prepare_data.py
+#   2 format (+ utt2num_samples)   3 length filtering   4 speed perturbation (off by default)
+#   5 token list (char, or bpe via sentencepiece)      6 upstream (built offline, hub name or file)
+#   7 shape files   8 32-bit training   9 32-bit decoding + scoring
+#   10 compression with --mpq_config (initialised and distilled from the 32-bit model)
+#   11 decoding of the compressed model   12 scoring against the 32-bit model (sclite, sc_stats)
+#   13 packed export + report ($work/exp/results.md, bits-per-layer PNG)
+# Compression results live in $work/exp/asr_mpq_<config name>/. Stage 10 starts that
+# directory afresh when the composed config differs from the one it was trained with,
+# resumes an interrupted training otherwise, and skips a finished one: --force true
+# (or deleting the directory) re-runs it. Decoding, scoring and the report after it
+# are redone whenever compression is.
+set -euo pipefail
+
+log() { echo "$(date '+%F %T') (${0##*/}) $*"; }
+die() { log "error: $*" >&2; exit 1; }
+
+cd "$(dirname "$0")"
+. ./path.sh
+. ./cmd.sh
+. ./db.sh
+
+stage=1
+stop_stage=13
+nj=2                 # parallel jobs (synthesis, decoding)
+ngpu=0               # GPUs for training (0: CPU)
+work=.               # where db/ (built-in corpus), data/, dump/, exp/ go
+train_config=conf/train_asr.yaml
+decode_config=conf/decode_asr.yaml
+mpq_config=conf/tuning/train_mpq_joint_3.5bit.yaml
+force=false          # true: re-run stage 10 even if it finished with the same config
+token_type=char      # char or bpe
+nbpe=300
+speed_perturb_factors=""   # e.g. "0.9 1.0 1.1"
+upstream=""          # empty: build a random-init HuBERT (stage 6); else an s3prl hub name or a checkpoint
+upstream_arch=hubert # model class of a local checkpoint (hubert or wav2vec2)
+corpus=""            # LibriSpeech-layout root; empty: $LIBRISPEECH, or $work/db/LibriSynth (built-in)
+if [ -z "$LIBRISPEECH" ]; then
+  train_subset=train-synth; valid_subset=dev-synth; test_subsets="dev-synth test-synth"
+else
+  train_subset=train-clean-100; valid_subset=dev-clean; test_subsets="dev-clean dev-other test-clean test-other"
+fi
+config_set=default   # conf/sets/<name>.sh: sizes of corpus, upstream and training runs
+# The config set is read before the other options (so that they override it).
+args=("$@")
+for i in "${!args[@]}"; do
+  if [ "${args[$i]}" = --config_set ]; then config_set=${args[$((i + 1))]:-}; fi
+done
+[ -f "conf/sets/${config_set}.sh" ] || die "--config_set ${config_set}: no conf/sets/${config_set}.sh"
+. "conf/sets/${config_set}.sh"
+help_message="Usage: $0 [--stage N] [--stop_stage M] [--nj K] [--ngpu G] [--config_set NAME]
+  [--mpq_config conf/tuning/X.yaml] [--force true] [--work DIR] [--token_type char|bpe] ...
+(every variable set above 'help_message' in $0 is an option; see the header of $0)"
+. utils/parse_options.sh
+[ $# -eq 0 ] || die "unexpected arguments: $*"
+corpus=${corpus:-${LIBRISPEECH:-$work/db/LibriSynth}}
+
+# ---------------------------------------------------------------- names and paths
+name() { echo "${1//-/_}"; }
+train_set=$(name "$train_subset"); valid_set=$(name "$valid_subset")
+test_sets=""; for s in $test_subsets; do test_sets+=" $(name "$s")"; done
+data=$work/data; dump=$work/dump/raw; exp=$work/exp
+train_dir=$dump/${train_set}_filt
+[ -z "$speed_perturb_factors" ] || train_dir=$dump/${train_set}_sp
+valid_dir=$dump/${valid_set}_filt
+if [ "$token_type" = bpe ]; then
+  token_dir=$data/token_list/bpe$nbpe; bpemodel=$token_dir/bpe.model
+else
+  token_dir=$data/token_list/$token_type; bpemodel=none
+fi
+token_list=$token_dir/tokens.txt
+fp32_dir=$exp/asr_fp32
+fp32_model=$fp32_dir/valid.loss.best.pth
+
+if [ -z "$upstream" ]; then
+  upstream_ckpt=$(realpath -m "$exp/upstream/hubert_${config_set}.pt")
+  frontend_sets="frontend_conf.upstream=hubert_local frontend_conf.path_or_url=$upstream_ckpt"
+elif [ -f "$upstream" ]; then
+  frontend_sets="frontend_conf.upstream=${upstream_arch}_local frontend_conf.path_or_url=$(realpath "$upstream")"
+else
+  frontend_sets="frontend_conf.upstream=$upstream frontend_conf.path_or_url=null"
+fi
+sets=""; for s in $train_overrides $frontend_sets; do sets+=" --set $s"; done
+
+# The compression config, composed and checked now so that a bad --mpq_config fails at once.
+[ -f "$mpq_config" ] || die "--mpq_config $mpq_config: no such file; available: $(ls conf/tuning | tr '\n' ' ')"
+tag=$(basename "$mpq_config" .yaml); tag=${tag#train_mpq_}
+mpq_dir=$exp/asr_mpq_$tag
+mkdir -p "$mpq_dir"
+mpq_composed=$mpq_dir/.train.yaml.new
+# shellcheck disable=SC2086
+python -m espnet_mpq.bin.compose_config --base "$train_config" --preset "$mpq_config" $sets \
+  --set "model_conf.teacher_config=$(realpath -ms $fp32_dir/config.yaml)" \
+  --set "model_conf.teacher_model_file=$(realpath -ms $fp32_model)" --output "$mpq_composed" \
+  || die "--mpq_config $mpq_config: cannot compose it over $train_config"
+quantizer=$(python -c 'import sys, yaml; from espnet_mpq.quantizers import build_config
+f = yaml.safe_load(open(sys.argv[1]))["frontend_conf"]
+print(build_config(f["quantizer"], f.get("quantizer_conf")).name)' "$mpq_composed" 2>&1) \
+  || die "--mpq_config $mpq_config: bad quantizer: ${quantizer##*$'\n'}"
+
+train_data_args=(
+  --token_type "$token_type" --token_list "$token_list" --bpemodel "$bpemodel" --ngpu "$ngpu" --resume true
+  --train_data_path_and_name_and_type "$train_dir/wav.scp,speech,sound"
+  --train_data_path_and_name_and_type "$train_dir/text,text,text"
+  --train_shape_file "$train_dir/speech_shape" --train_shape_file "$train_dir/text_shape"
+  --valid_data_path_and_name_and_type "$valid_dir/wav.scp,speech,sound"
+  --valid_data_path_and_name_and_type "$valid_dir/text,text,text"
+  --valid_shape_file "$valid_dir/speech_shape" --valid_shape_file "$valid_dir/text_shape"
+  --fold_length 160000 --fold_length 150
+)
+
+# train CONFIG OUTPUT_DIR [asr_train options]: ESPnet training that resumes if interrupted.
+train() {
+  local config=$1 dir=$2; shift 2
+  ${train_cmd} "$dir/train.log" python -m espnet_mpq.bin.asr_train --config "$config" --output_dir "$dir" \
+    "${train_data_args[@]}" "$@"
+}
+
+# decode CONFIG MODEL DIR: greedy decoding of every test set into DIR/decode_<set>/text, $nj jobs.
+decode() {
+  local config=$1 model=$2 dir=$3 dset out j jobs
+  for dset in $test_sets; do
+    out=$dir/decode_$dset
+    [ -f "$out/.done" ] && continue
+    rm -rf "$out"; mkdir -p "$out"
+    jobs=$(( nj < $(wc -l < "$dump/$dset/wav.scp") ? nj : $(wc -l < "$dump/$dset/wav.scp") ))
+    awk -v n="$jobs" -v d="$out" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$dump/$dset/wav.scp"
+    local pids=()
+    for j in $(seq "$jobs"); do
+      ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
+        --asr_train_config "$config" --asr_model_file "$model" --ngpu 0 \
+        --data_path_and_name_and_type "$dump/$dset/wav.scp,speech,sound" --key_file "$out/keys.$j" \
+        --output_dir "$out/output.$j" &
+      pids+=($!)
+    done
+    for j in "${pids[@]}"; do wait "$j" || die "decoding $dset failed, see $out/log/"; done
+    cat "$out"/output.*/1best_recog/text | sort > "$out/.text.tmp" && mv "$out/.text.tmp" "$out/text"
+    touch "$out/.done"
+  done
+}
+
+log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  subsets=$(echo "$train_subset $valid_subset $test_subsets" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  log "Stage 1: data: Kaldi directories of $subsets from $corpus"; t0=$SECONDS
+  if [ "$corpus" = "$work/db/LibriSynth" ] && [ ! -f "$corpus/.done" ]; then
+    log "no LIBRISPEECH in db.sh: synthesizing the built-in corpus ($num_train/$num_dev/$num_test utterances)"
+    python local/synthesize_corpus.py --out "$corpus" --num_train "$num_train" --num_dev "$num_dev" \
+      --num_test "$num_test" --nj "$nj"
+  fi
+  for subset in $subsets; do
+    dir=$data/$(name "$subset")
+    [ -f "$dir/.done" ] && continue
+    python local/prepare_data.py --root "$corpus" --subset "$subset" --out "$dir" || die "data preparation of $subset failed"
+    touch "$dir/.done"
+  done
+  log "Stage 1: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: format $data/* into $dump/* (checks, utt2num_samples)"; t0=$SECONDS
+  for dset in $(echo "$train_set $valid_set $test_sets" | tr ' ' '\n' | sort -u); do
+    [ -f "$dump/$dset/.done" ] || python local/kaldi_dir.py format --src "$data/$dset" --dst "$dump/$dset"
+  done
+  log "Stage 2: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: length filtering of the training and validation sets"; t0=$SECONDS
+  for dset in $train_set $valid_set; do
+    [ -f "$dump/${dset}_filt/.done" ] || python local/kaldi_dir.py filter --src "$dump/$dset" --dst "$dump/${dset}_filt"
+  done
+  log "Stage 3: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  if [ -z "$speed_perturb_factors" ]; then
+    log "Stage 4: speed perturbation: off (--speed_perturb_factors '0.9 1.0 1.1' turns it on)"
+  else
+    log "Stage 4: speed perturbation of $train_set by $speed_perturb_factors"; t0=$SECONDS
+    # shellcheck disable=SC2086
+    [ -f "$train_dir/.done" ] || python local/kaldi_dir.py perturb --src "$dump/${train_set}_filt" --dst "$train_dir" \
+      --factors $speed_perturb_factors --audio_dir "$work/dump/audio/${train_set}_sp"
+    log "Stage 4: done in $((SECONDS - t0)) s"
+  fi
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: $token_type token list $token_list"; t0=$SECONDS
+  if [ ! -f "$token_list" ]; then
+    mkdir -p "$token_dir"
+    if [ "$token_type" = bpe ]; then
+      python local/train_bpe.py --text "$train_dir/text" --vocab_size "$nbpe" --model_prefix "$token_dir/bpe"
+    fi
+    python -m espnet2.bin.tokenize_text --token_type "$token_type" --bpemodel "$bpemodel" \
+      --input "$train_dir/text" --output "$token_dir/.tokens.txt.tmp" --field 2- --write_vocabulary true \
+      --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
+    mv "$token_dir/.tokens.txt.tmp" "$token_list"
+  fi
+  log "Stage 5: done in $((SECONDS - t0)) s ($(wc -l < "$token_list") tokens)"
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  if [ -n "$upstream" ]; then
+    log "Stage 6: upstream $upstream (${frontend_sets}): nothing to build"
+  else
+    log "Stage 6: build a random-init HuBERT upstream ($upstream_preset $upstream_args) -> $upstream_ckpt"; t0=$SECONDS
+    # No self-supervised pre-training is possible offline: the upstream learns from the ASR loss only.
+    # shellcheck disable=SC2086
+    [ -f "$upstream_ckpt" ] || python -m espnet_mpq.bin.build_upstream --arch hubert --preset "$upstream_preset" \
+      $upstream_args --output "$upstream_ckpt"
+    log "Stage 6: done in $((SECONDS - t0)) s"
+  fi
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  # Our own shape files instead of asr_train --collect_stats: collect_stats would run the
+  # s3prl frontend over every utterance for nothing, as the model normalises per utterance
+  # (utterance_mvn) and needs no global statistics; the lengths are all it would give.
+  log "Stage 7: shape files (speech samples, $token_type tokens)"; t0=$SECONDS
+  [ "$train_dir/text_shape" -nt "$token_list" ] && [ "$valid_dir/text_shape" -nt "$token_list" ] \
+    || python local/kaldi_dir.py shapes --src "$train_dir" "$valid_dir" --token_type "$token_type" \
+      --bpemodel "${bpemodel/none/}"
+  log "Stage 7: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: 32-bit training -> $fp32_dir (log: $fp32_dir/train.log)"; t0=$SECONDS
+  if [ ! -f "$fp32_dir/.done" ]; then
+    # shellcheck disable=SC2086
+    python -m espnet_mpq.bin.compose_config --base "$train_config" $sets --output "$fp32_dir/train.yaml"
+    train "$fp32_dir/train.yaml" "$fp32_dir"
+    touch "$fp32_dir/.done"
+  fi
+  log "Stage 8: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: 32-bit decoding and scoring of$test_sets"; t0=$SECONDS
+  decode "$fp32_dir/config.yaml" "$fp32_model" "$fp32_dir"
+  for dset in $test_sets; do
+    python -m espnet_mpq.bin.score --ref "$dump/$dset/text" --hyp "fp32=$fp32_dir/decode_$dset/text" \
+      --baseline fp32 --output_json "$fp32_dir/decode_$dset/score.json" --errs_dir "$fp32_dir/decode_$dset/scoring"
+  done
+  log "Stage 9: done in $((SECONDS - t0)) s"
+fi
+
+# Where stage 10 leaves the compressed model.
+case $quantizer in
+  none) mpq_train_config=$fp32_dir/config.yaml; mpq_model=$fp32_model ;;
+  ptq) mpq_train_config=$mpq_dir/config.yaml; mpq_model=$mpq_dir/model.pth ;;
+  # The last epoch, not the best validation loss: during the search epochs the bit-widths
+  # are not yet fixed and the loss includes the size penalty.
+  *) mpq_train_config=$mpq_dir/config.yaml; mpq_model=$mpq_dir/latest.pth ;;
+esac
+
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  log "Stage 10: compression with $mpq_config ($quantizer) -> $mpq_dir"; t0=$SECONDS
+  [ -f "$fp32_model" ] || die "no 32-bit model $fp32_model: run stages 1-8 first"
+  if [ -f "$mpq_dir/.done" ] && [ "$force" = false ] && cmp -s "$mpq_composed" "$mpq_dir/train.yaml"; then
+    log "Stage 10: already done with this config ($mpq_dir/.done; --force true re-runs it)"
+  else
+    if [ "$force" = true ] || ! cmp -s "$mpq_composed" "$mpq_dir/train.yaml" 2>/dev/null; then
+      log "starting $mpq_dir afresh"
+      find "$mpq_dir" -mindepth 1 ! -name "$(basename "$mpq_composed")" -delete
+    fi
+    cp "$mpq_composed" "$mpq_dir/train.yaml"
+    case $quantizer in
+      none) ;;
+      ptq)
+        python -m espnet_mpq.bin.ptq --asr_train_config "$fp32_dir/config.yaml" --asr_model_file "$fp32_model" \
+          --config "$mpq_dir/train.yaml" --output_dir "$mpq_dir" ;;
+      uniform|joint)
+        train "$mpq_dir/train.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
+      two_stage)
+        log "two-stage, 1/2: bit-width search -> $mpq_dir/search"
+        train "$mpq_dir/train.yaml" "$mpq_dir/search" --init_param "$fp32_model"
+        python -m espnet_mpq.bin.export --asr_train_config "$mpq_dir/search/config.yaml" \
+          --asr_model_file "$mpq_dir/search/latest.pth" --output_bit_config "$mpq_dir/search/bits.yaml" \
+          --output "$mpq_dir/search/model.mpq"
+        log "two-stage, 2/2: quantization-aware training from the 32-bit model with $mpq_dir/search/bits.yaml"
+        python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" \
+          --set "frontend_conf.quantizer_conf.bit_config=$(realpath "$mpq_dir/search/bits.yaml")" \
+          --output "$mpq_dir/train_stage2.yaml"
+        train "$mpq_dir/train_stage2.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
+    esac
+    device="CPU ($(nproc) cores)"
+    [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+    printf '{"seconds": %d, "device": "%s", "quantizer": "%s"}\n' $((SECONDS - t0)) "$device" "$quantizer" \
+      > "$mpq_dir/.compression_time.json"
+    mv "$mpq_dir/.compression_time.json" "$mpq_dir/compression_time.json"
+    touch "$mpq_dir/.done"
+  fi
+  log "Stage 10: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  log "Stage 11: decoding of the compressed model ($mpq_model)"; t0=$SECONDS
+  decode "$mpq_train_config" "$mpq_model" "$mpq_dir"
+  log "Stage 11: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  log "Stage 12: scoring $tag against fp32 (WER, MAPSSWE)"; t0=$SECONDS
+  for dset in $test_sets; do
+    python -m espnet_mpq.bin.score --ref "$dump/$dset/text" --hyp "fp32=$fp32_dir/decode_$dset/text" \
+      --hyp "$tag=$mpq_dir/decode_$dset/text" --baseline fp32 --output_json "$mpq_dir/decode_$dset/score.json" \
+      --errs_dir "$mpq_dir/decode_$dset/scoring"
+  done
+  log "Stage 12: done in $((SECONDS - t0)) s"
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  log "Stage 13: packed export and report"; t0=$SECONDS
+  for pair in "$fp32_dir/config.yaml:$fp32_model:$fp32_dir" "$mpq_train_config:$mpq_model:$mpq_dir"; do
+    IFS=: read -r config model dir <<< "$pair"
+    [ "$dir/size.json" -nt "$model" ] || python -m espnet_mpq.bin.export --asr_train_config "$config" \
+      --asr_model_file "$model" --output "$dir/model.mpq" --output_bit_config "$dir/bits.yaml" \
+      --output_report "$dir/size.json"
+  done
+  # shellcheck disable=SC2086
+  python local/make_report.py --fp32_dir "$fp32_dir" --test_sets $test_sets --output "$exp/results.md" \
+    --systems $(for d in "$exp"/asr_mpq_*/; do [ -f "$d/size.json" ] && echo "${d%/}"; done)
+  log "Stage 13: done in $((SECONDS - t0)) s: $exp/results.md"
+  cat "$exp/results.md"
+fi

@@ -1,0 +1,153 @@
+"""Specification of the LibriSpeech recipe (egs/librispeech/run.sh) and of compose_config.
+
+The smoke test runs every stage of run.sh as a user would (a subprocess), with the
+``smoke`` config set: a ~26-utterance synthesized corpus, a 1-layer tiny upstream and
+one epoch per training run. It takes a few minutes on 2 CPU cores.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from espnet_mpq.bin.compose_config import compose, deep_merge, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "egs" / "librispeech"
+RUN = RECIPE / "run.sh"
+MISSING = [tool for tool in ("espeak-ng",) if shutil.which(tool) is None]
+MISSING += [] if Path("/usr/share/wordnet/data.noun").is_file() else ["wordnet-base"]
+needs_espeak = pytest.mark.skipif(bool(MISSING), reason=f"the built-in corpus needs {', '.join(MISSING)}")
+
+
+def run_recipe(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(RUN), *args], cwd=RECIPE, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "LIBRISPEECH": "", **(env or {})},
+    )
+
+
+def table_rows(report: Path) -> list[list[str]]:
+    """The body rows of the Markdown results table, as lists of cells."""
+    lines = [line for line in report.read_text().splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+# ---------------------------------------------------------------- the whole recipe
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """A finished smoke run of stages 1-13 (joint 3.5-bit), then stage 10- again with ptq 4-bit."""
+    work = tmp_path_factory.mktemp("recipe")
+    for config in ("conf/tuning/train_mpq_joint_3.5bit.yaml", "conf/tuning/train_mpq_ptq_4bit.yaml"):
+        stage = "1" if "joint" in config else "10"
+        result = run_recipe("--config_set", "smoke", "--work", str(work), "--stage", stage, "--mpq_config", config)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work
+
+
+@needs_espeak
+def test_smoke_run_reports_fp32_and_every_compressed_system(smoke):
+    rows = table_rows(smoke / "exp" / "results.md")
+    assert {row[0] for row in rows} == {"fp32", "joint_3.5bit", "ptq_4bit"}
+    assert all(row[1] == "test_synth" for row in rows)
+    joint = next(row for row in rows if row[0] == "joint_3.5bit")
+    assert joint[4] in ("yes", "no") and float(joint[5]) < 32 and float(joint[7]) > 1
+
+
+@needs_espeak
+def test_smoke_run_writes_packed_model_bits_and_plot(smoke):
+    system = smoke / "exp" / "asr_mpq_joint_3.5bit"
+    assert (system / "model.mpq").stat().st_size > 0
+    bits = yaml.safe_load((system / "bits.yaml").read_text())
+    assert bits and set(bits.values()) <= {2, 3, 4, 8}
+    assert (system / "bits_per_layer.png").read_bytes().startswith(b"\x89PNG")
+    assert (system / "compression_time.json").is_file()
+
+
+@needs_espeak
+def test_stage_10_skips_a_finished_compression_with_the_same_config(smoke):
+    result = run_recipe("--config_set", "smoke", "--work", str(smoke), "--stage", "10", "--stop_stage", "10",
+                        "--mpq_config", "conf/tuning/train_mpq_ptq_4bit.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already done with this config" in result.stdout
+
+
+# ---------------------------------------------------------------- bad input
+def test_librispeech_path_that_is_not_librispeech_is_refused(tmp_path):
+    (tmp_path / "not_librispeech").mkdir()
+    (tmp_path / "not_librispeech" / "README").write_text("hello")
+    result = run_recipe("--work", str(tmp_path), "--stop_stage", "1",
+                        env={"LIBRISPEECH": str(tmp_path / "not_librispeech")})
+    assert result.returncode != 0
+    assert "is not a LibriSpeech directory" in result.stderr + result.stdout
+
+
+def test_missing_librispeech_subset_is_named(tmp_path):
+    import numpy as np
+    import soundfile
+
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "1" / "2"
+    chapter.mkdir(parents=True)
+    soundfile.write(chapter / "1-2-0000.flac", np.zeros(16000, dtype="float32"), 16000)
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 HELLO WORLD\n")
+    result = run_recipe("--work", str(tmp_path / "work"), "--stop_stage", "1",
+                        env={"LIBRISPEECH": str(tmp_path / "LibriSpeech")})
+    assert result.returncode != 0
+    assert "subset 'dev-other' not found" in result.stderr + result.stdout
+
+
+def test_unknown_mpq_config_is_refused_before_any_stage(tmp_path):
+    result = run_recipe("--work", str(tmp_path), "--mpq_config", "conf/tuning/no_such.yaml")
+    assert result.returncode != 0
+    assert "--mpq_config conf/tuning/no_such.yaml: no such file" in result.stderr
+    assert "Stage 1" not in result.stdout
+
+
+def test_mpq_config_with_unknown_quantizer_is_refused(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("frontend_conf: {quantizer: magic}\n")
+    result = run_recipe("--work", str(tmp_path / "work"), "--mpq_config", str(config))
+    assert result.returncode != 0
+    assert "bad quantizer" in result.stderr and "magic" in result.stderr
+
+
+def test_unknown_option_is_refused(tmp_path):
+    result = run_recipe("--work", str(tmp_path), "--no_such_option", "1")
+    assert result.returncode != 0
+    assert "unknown option --no_such_option" in result.stderr
+
+
+# ---------------------------------------------------------------- compose_config
+def test_deep_merge_merges_mappings_and_replaces_other_values():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+    assert deep_merge(base, {"a": {"y": [3]}, "c": 2}) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 1}  # inputs untouched
+
+
+def test_preset_key_is_resolved_relative_to_the_file_and_merged_first(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "p.yaml").write_text("frontend_conf: {quantizer: joint, quantizer_conf: {x: 1}}\n")
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "t.yaml").write_text("preset: ../presets/p.yaml\nfrontend_conf: {quantizer_conf: {x: 2}}\n")
+    assert load_config(tmp_path / "tuning" / "t.yaml") == {"frontend_conf": {"quantizer": "joint", "quantizer_conf": {"x": 2}}}
+
+
+def test_set_overrides_win_and_parse_values_as_yaml(tmp_path):
+    (tmp_path / "base.yaml").write_text("max_epoch: 5\nmodel_conf: {kd_weight: 0.0}\n")
+    config = compose(tmp_path / "base.yaml", [], ["max_epoch=1", "model_conf.teacher_config=null", "a.b=[2, 4]"])
+    assert config == {"max_epoch": 1, "model_conf": {"kd_weight": 0.0, "teacher_config": None}, "a": {"b": [2, 4]}}
+    with pytest.raises(ValueError, match="key.sub=value"):
+        parse_override("no_equals_sign")
+
+
+def test_every_recipe_tuning_config_composes_to_a_valid_quantizer():
+    from espnet_mpq.quantizers import build_config
+
+    tuning = sorted((RECIPE / "conf" / "tuning").glob("*.yaml"))
+    assert len(tuning) >= 11
+    for path in tuning:
+        frontend = compose(RECIPE / "conf" / "train_asr.yaml", [path])["frontend_conf"]
+        build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
