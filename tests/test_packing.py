@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from espnet_mpq.core.accounting import storage_report
+from espnet_mpq.core.accounting import expected_size_mb, storage_report
 from espnet_mpq.core.packed_file import PackedFileError, load_packed, read_packed, save_packed
 from espnet_mpq.core.packing import pack_codes, packed_nbytes, unpack_codes
 from espnet_mpq.core.primitives import qmax
@@ -128,3 +128,18 @@ def test_a_model_whose_layers_do_not_match_is_reported(packed_path):
     prepare(deeper, candidate_bits=[4])
     with pytest.raises(PackedFileError, match=r"quantized layers are missing from the packed file: \['3'\]"):
         load_packed(deeper, packed_path)
+
+
+def test_expected_size_equals_the_accounting_once_bits_are_fixed():
+    model = model_with_mixed_bits(width=10, depth=3)
+    assert expected_size_mb(model).item() == pytest.approx(storage_report(model).size_mb, rel=1e-6)
+
+
+def test_expected_size_is_differentiable_and_falls_as_logits_favour_fewer_bits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10))
+    prepare(model, candidate_bits=[2, 8])
+    size = expected_size_mb(model)
+    size.backward()
+    for _, s in quantized_layers(model):
+        assert s.arch_logits.grad[0] < 0 < s.arch_logits.grad[1]  # more weight on 2 bits -> smaller

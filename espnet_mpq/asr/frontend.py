@@ -22,7 +22,6 @@ from typing import Optional, Union
 from typeguard import typechecked
 
 from espnet2.asr.frontend.s3prl import S3prlFrontend
-from espnet_mpq.core.transform import quantized_layers
 from espnet_mpq.quantizers import DOWNSTREAM, QuantizerConfig, apply_quantizer, build_config
 
 # Layers of the frontend are named "frontend.<name>" in the ESPnet model (and in bit configs).
@@ -66,9 +65,6 @@ class S3prlMpqFrontend(S3prlFrontend):
         logging.info(f"s3prl_mpq: quantizer '{config.name}' on {len(names)} upstream layers")
         # reload_pretrained_parameters() (called by ESPnet's initialize) restores this state.
         self.pretrained_params = copy.deepcopy(self.upstream.state_dict())
-
-    def num_quantized_layers(self) -> int:
-        return sum(1 for _ in quantized_layers(self))
 
 
 def _check_upstream_name(name: Optional[str]) -> None:

@@ -29,7 +29,7 @@ from typeguard import typechecked
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_mpq.asr.frontend import FRONTEND_PREFIX, S3prlMpqFrontend
-from espnet_mpq.core.accounting import storage_report
+from espnet_mpq.core.accounting import expected_size_mb, storage_report
 from espnet_mpq.core.transform import (
     expected_average_bits,
     fix_bit_widths,
@@ -170,17 +170,10 @@ class MpqESPnetModel(ESPnetASRModel):
         return force_gatherable((loss, stats, weight), loss.device)
 
     def _expected_size(self) -> torch.Tensor:
-        """Expected average bits, or expected size (MB) of the quantized layers + float params."""
+        """Expected average bits, or expected model size in MB when the quantizer has a size budget."""
         if self.quantizer.size_budget_mb is None:
             return expected_average_bits(self)
-        modules = dict(self.named_modules())
-        report = storage_report(self)
-        bits = sum(
-            modules[n].parametrizations.weight.original.numel() * s.expected_bits()
-            + modules[n].parametrizations.weight.original.shape[0] * 32
-            for n, s in quantized_layers(self)
-        )
-        return (bits + 32 * report.float_params) / 8 / 1e6
+        return expected_size_mb(self)
 
     def _size_target(self) -> float:
         q = self.quantizer
@@ -201,7 +194,7 @@ class MpqESPnetModel(ESPnetASRModel):
         return (kl * mask).sum() / mask.sum().clamp_min(1)
 
     # ---- optimizer groups ------------------------------------------------------
-    def optimizer_param_groups(self, optim_conf: dict) -> list[dict]:
+    def optimizer_param_groups(self) -> list[dict]:
         """Parameters in two groups: the architecture logits get arch_lr and no weight decay."""
         arch = [p for n, p in self.named_parameters() if n.endswith(ARCH_LOGITS)]
         rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]

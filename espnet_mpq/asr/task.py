@@ -53,7 +53,7 @@ class MpqASRTask(ASRTask):
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
             raise ValueError(f"--optim must be one of {list(optim_classes)}: {args.optim}")
-        groups = inner.optimizer_param_groups(args.optim_conf)
+        groups = inner.optimizer_param_groups()
         logging.info(f"mpq: optimizer groups of {[sum(p.numel() for p in g['params']) for g in groups]} params")
         return [optim_class(groups, **args.optim_conf)]
 

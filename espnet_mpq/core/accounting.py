@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from espnet_mpq.core.transform import quantized_layers
@@ -25,7 +26,7 @@ from espnet_mpq.core.transform import quantized_layers
 FLOAT_BITS = 32
 SCALE_BITS = 32
 
-__all__ = ["LayerStorage", "StorageReport", "storage_report", "FLOAT_BITS", "SCALE_BITS"]
+__all__ = ["LayerStorage", "StorageReport", "storage_report", "expected_size_mb", "FLOAT_BITS", "SCALE_BITS"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,18 @@ def storage_report(module: nn.Module) -> StorageReport:
         float_params += p.numel()
     return StorageReport(tuple(layers), float_params, tuple(float_names))
 
+
+
+def expected_size_mb(module: nn.Module) -> torch.Tensor:
+    """Expected storage in MB, differentiable in the architecture logits:
+
+        (sum_l (n_l E_bits^l + C_l SCALE_BITS) + FLOAT_BITS * float parameters) / 8 / 1e6
+
+    Equals ``storage_report(module).size_mb`` once every layer's bit-width is fixed.
+    """
+    modules = dict(module.named_modules())
+    bits = torch.zeros(())
+    for name, supernet in quantized_layers(module):
+        latent = modules[name].parametrizations.weight.original
+        bits = bits + latent.numel() * supernet.expected_bits().cpu() + latent.shape[0] * SCALE_BITS
+    return (bits + FLOAT_BITS * storage_report(module).float_params) / 8 / 1e6
