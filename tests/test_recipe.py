@@ -151,3 +151,26 @@ def test_every_recipe_tuning_config_composes_to_a_valid_quantizer():
     for path in tuning:
         frontend = compose(RECIPE / "conf" / "train_asr.yaml", [path])["frontend_conf"]
         build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
+
+
+def test_benchmark_systems_are_tracked_and_quantize_every_weight_group():
+    from espnet_mpq.quantizers import ALL_GROUPS, build_config
+
+    bench = RECIPE / "conf" / "tuning" / "bench"
+    names = {path.stem for path in bench.glob("*.yaml")}
+    targets = ("3.0", "2.5", "2.0", "1.5")
+    expected = ({f"ptq_{b}bit" for b in (8, 4, 3)} | {f"uniform_{b}bit" for b in (8, 4, 3, 2, 1)}
+                | {f"{m}_{t}bit" for m in ("joint", "two_stage") for t in targets})
+    assert names == expected
+    ignored = subprocess.run(["git", "check-ignore", *map(str, bench.glob("*.yaml"))], cwd=REPO,
+                             capture_output=True, text=True).stdout
+    assert ignored == "", f"benchmark configs ignored by git: {ignored}"
+    for name in sorted(names):
+        config = compose(RECIPE / "conf" / "train_asr.yaml", [bench / f"{name}.yaml"])
+        frontend = config["frontend_conf"]
+        quantizer = build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
+        assert quantizer.name == name.rsplit("_", 1)[0], name
+        assert set(quantizer.modules) == set(ALL_GROUPS), name
+        if quantizer.name in ("joint", "two_stage"):
+            assert quantizer.candidate_bits == [1, 2, 3, 4, 8]
+            assert f"{quantizer.target_avg_bits:.1f}" in name

@@ -91,6 +91,7 @@ else
   frontend_sets="frontend_conf.upstream=$upstream frontend_conf.path_or_url=null"
 fi
 sets=""; for s in $train_overrides $frontend_sets; do sets+=" --set $s"; done
+fp32_sets=""; for s in $fp32_overrides; do fp32_sets+=" --set $s"; done
 
 # The compression config, composed and checked now so that a bad --mpq_config fails at once.
 [ -f "$mpq_config" ] || die "--mpq_config $mpq_config: no such file; available: $(ls conf/tuning | tr '\n' ' ')"
@@ -239,7 +240,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: 32-bit training -> $fp32_dir (log: $fp32_dir/train.log)"; t0=$SECONDS
   if [ ! -f "$fp32_dir/.done" ]; then
     # shellcheck disable=SC2086
-    python -m espnet_mpq.bin.compose_config --base "$train_config" $sets --output "$fp32_dir/train.yaml"
+    python -m espnet_mpq.bin.compose_config --base "$train_config" $sets $fp32_sets --output "$fp32_dir/train.yaml"
     train "$fp32_dir/train.yaml" "$fp32_dir"
     touch "$fp32_dir/.done"
   fi

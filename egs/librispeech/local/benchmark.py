@@ -5,6 +5,7 @@ Usage:
     python local/benchmark.py                                   # all systems of conf/tuning/bench/
     python local/benchmark.py --systems ptq_4bit joint_2.0bit   # just these (the rest stays as it is)
     python local/benchmark.py --collect_only                    # rebuild the results from what exists
+    python local/benchmark.py --ngpu 1 --num_train 6000         # other options go to every ./run.sh call
 
 For the config set (default ``bench``, conf/sets/bench.sh) it runs ./run.sh stages 1-9
 once (the 32-bit model; finished work is skipped), then for each system whose results
@@ -31,6 +32,7 @@ import logging
 import os
 import statistics
 import platform
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -137,7 +139,7 @@ def results_markdown(result: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect(exp: Path, systems: list[str], test_set: str, out_dir: Path, config_set: str) -> dict:
+def collect(exp: Path, systems: list[str], test_set: str, out_dir: Path, config_set: str, command: str) -> dict:
     rows = []
     fp32 = system_result(FP32, exp / "asr_fp32", test_set, FP32)
     if fp32 is not None:
@@ -150,7 +152,6 @@ def collect(exp: Path, systems: list[str], test_set: str, out_dir: Path, config_
     write_atomic(out_dir / "benchmark.json", json.dumps(result, indent=2) + "\n")
     if rows:
         plot(rows, out_dir / "wer_vs_ratio.png")
-    command = f"python local/benchmark.py --config_set {config_set}"
     write_atomic(out_dir.parent / "RESULTS.md", results_markdown(result, command))
     return result
 
@@ -163,7 +164,7 @@ def main() -> None:
     parser.add_argument("--work", default="bench", help="run.sh --work (conf/sets/bench.sh sets bench)")
     parser.add_argument("--output_dir", type=Path, default=RECIPE / "results")
     parser.add_argument("--collect_only", action="store_true")
-    args = parser.parse_args()
+    args, run_options = parser.parse_known_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (benchmark) %(message)s")
 
     available = sorted(p.stem for p in (RECIPE / "conf/tuning/bench").glob("*.yaml"))
@@ -172,7 +173,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown system(s) {unknown}: choose from {available}")
     exp = (RECIPE / args.work / "exp").resolve()
-    run = ["./run.sh", "--config_set", args.config_set, "--work", args.work]
+    # The command that reproduces the whole table (a run in pieces adds --systems to it).
+    command = shlex.join(["python", "local/benchmark.py", *(["--config_set", args.config_set]
+                                                         if args.config_set != "bench" else []), *run_options])
+    run = ["./run.sh", "--config_set", args.config_set, "--work", args.work, *run_options]
     if not args.collect_only:
         logging.info("32-bit model (stages 1-9; finished work is skipped)")
         subprocess.run([*run, "--stop_stage", "9"], cwd=RECIPE, check=True)
@@ -185,8 +189,8 @@ def main() -> None:
                                    "--mpq_config", f"conf/tuning/bench/{name}.yaml"], cwd=RECIPE)
             if done.returncode != 0:
                 logging.error(f"{name}: run.sh failed (exit {done.returncode}); continuing with the others")
-            collect(exp, systems, args.test_set, args.output_dir, args.config_set)
-    result = collect(exp, available, args.test_set, args.output_dir, args.config_set)
+            collect(exp, systems, args.test_set, args.output_dir, args.config_set, command)
+    result = collect(exp, available, args.test_set, args.output_dir, args.config_set, command)
     for r in result["systems"]:
         print(f"{r['name']:<20} {r['method']:<10} bits {r['avg_bits']:6.2f} ratio {r['compression_ratio']:6.2f} "
               f"WER {r['wer']:6.2f} p {r['p_value'] if r['p_value'] is not None else '-'!s:>8} "

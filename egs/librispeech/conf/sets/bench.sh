@@ -1,14 +1,16 @@
-# Config set "bench" (local/benchmark.py): the paper's comparison on a larger built-in
-# corpus (the whole restricted-vocabulary phrase set, BPE units, a bigger upstream and
-# longer training), so that the 32-bit model is good enough for the comparison to mean
-# something. Written for a GPU (--ngpu 1); on 2 CPU cores it takes many hours.
+# Config set "bench" (local/benchmark.py): the paper's comparison, every system of
+# conf/tuning/bench/ from one 32-bit model, sized for 2 CPU cores (about 2 hours in all):
+# the default corpus and upstream, a 32-bit model trained twice as long (12 epochs), each
+# compression stage 2 epochs (set in conf/tuning/bench/), and decoding of test-synth only.
+# On a GPU, scale it from the command line (the options override this file), e.g.
+#   python local/benchmark.py --ngpu 1 --num_train 6000 --fp32_overrides "max_epoch=30"
 # Its own working directory, so that it never mixes with the default run's exp/.
 work=bench
-num_train=6000
-num_dev=300
-num_test=300
-token_type=bpe
-nbpe=300
-upstream_preset=small
-upstream_args=""
-train_overrides="max_epoch=30 batch_size=32"
+num_train=2000
+num_dev=150
+num_test=200
+test_subsets="test-synth"
+upstream_preset=tiny
+upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8"
+train_overrides=""                       # compose_config --set items for every training config
+fp32_overrides="max_epoch=12"            # ... for the 32-bit training (stage 8) only

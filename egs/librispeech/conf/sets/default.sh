@@ -6,3 +6,4 @@ num_test=200
 upstream_preset=tiny                     # espnet_mpq.bin.build_upstream --preset
 upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8"
 train_overrides=""                       # compose_config --set items for every training config
+fp32_overrides=""                        # ... for the 32-bit training (stage 8) only
