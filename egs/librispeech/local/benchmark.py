@@ -126,6 +126,20 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def machine() -> str:
+    """CPU model and core count (and the torch build), for the results' header."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    try:
+        import torch
+
+        build = f"torch {torch.__version__}"
+    except ImportError:
+        build = "torch not importable"
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores, {build}"
+
+
 def results_markdown(result: dict, command: str, analysis: Path) -> str:
     """RESULTS.md: the table and the 32-bit training curve, then the hand-written ``analysis`` file."""
     lines = [
@@ -133,7 +147,7 @@ def results_markdown(result: dict, command: str, analysis: Path) -> str:
         "",
         f"Command (in egs/librispeech): `{command}`",
         f"Config set: `{result['config_set']}` (conf/sets/{result['config_set']}.sh); test set `{result['test_set']}`.",
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
+        f"Machine: {machine()}; "
         f"written {time.strftime('%Y-%m-%d %H:%M %Z')}.",
         "",
         "| system | method | avg bits | ratio model | ratio upstream | packed MB | WER % | p (MAPSSWE) "
