@@ -227,7 +227,7 @@ def main() -> None:
                                    "--mpq_config", f"conf/tuning/bench/{name}.yaml"], cwd=RECIPE)
             if done.returncode != 0:
                 logging.error(f"{name}: run.sh failed (exit {done.returncode}); continuing with the others")
-            collect(exp, systems, args.test_set, args.output_dir, args.config_set, command)
+            collect(exp, available, args.test_set, args.output_dir, args.config_set, command)
     result = collect(exp, available, args.test_set, args.output_dir, args.config_set, command)
     for r in result["systems"]:
         print(f"{r['name']:<20} {r['method']:<10} bits {r['avg_bits']:6.2f} ratio {r['compression_ratio']:6.2f} "
