@@ -214,3 +214,23 @@ def test_benchmark_summary_takes_the_best_lossless_ratio_and_the_time_ratio(tmp_
     assert written["systems"][0]["method"] == "none" and written["systems"][3]["p_value"] == 0.5
     assert (tmp_path / "results" / "wer_vs_ratio.png").stat().st_size > 0
     assert "| joint_2.0bit | joint | 2.13 | 15.00 |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_search_stats_weights_expected_and_argmax_bits_by_layer_size(tmp_path):
+    import torch
+
+    spec = importlib.util.spec_from_file_location("search_stats", RECIPE / "local" / "search_stats.py")
+    search_stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search_stats)
+    bits = torch.tensor([1, 2, 4])
+    state = {  # layer a: 30 params, settled on 4 bits; layer b: 10 params, flat (argmax: the first, 1 bit)
+        "a.parametrizations.weight.original": torch.zeros(3, 10),
+        "a.parametrizations.weight.0.bits": bits, "a.parametrizations.weight.0.arch_logits": torch.tensor([0., 0., 50.]),
+        "b.parametrizations.weight.original": torch.zeros(10),
+        "b.parametrizations.weight.0.bits": bits, "b.parametrizations.weight.0.arch_logits": torch.zeros(3),
+    }
+    torch.save(state, tmp_path / "latest.pth")
+    stats = search_stats.search_stats(tmp_path / "latest.pth")
+    assert stats["expected_bits"] == pytest.approx((30 * 4 + 10 * 7 / 3) / 40)
+    assert stats["realised_bits"] == pytest.approx((30 * 4 + 10 * 1) / 40)
+    assert stats["mean_max_prob"] == pytest.approx((1 + 1 / 3) / 2) and stats["layers"] == 2
