@@ -9,7 +9,9 @@ and for b = 1 the grid is the sign, {-1, +1}:
 
     Q_1(W) = s_1 * sign(W),  sign(0) = +1
 
-with one scale per output channel (dim 0 of a Linear or Conv1d weight).
+with one scale per output channel (dim 0 of a Linear or Conv1d weight). The scale
+that is applied is |s| clamped at SCALE_EPS (``positive_scale``), in training and in
+the packed file alike: a learned scale that crosses zero cannot flip the codes' sign.
 Rounding (and the sign) pass gradients straight through (STE) inside the
 clipping range; scales get the learned-step-size (LSQ) gradient, scaled by
 1 / sqrt(numel_per_channel * q_b).
@@ -29,6 +31,7 @@ MSE_CLIP_GRID = tuple(0.30 + 0.025 * i for i in range(29))  # 0.30 .. 1.00
 __all__ = [
     "check_bits",
     "qmax",
+    "positive_scale",
     "init_scale",
     "quantize_to_codes",
     "dequantize",
@@ -60,6 +63,11 @@ def _per_channel(x: torch.Tensor) -> torch.Tensor:
 def _broadcast(scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Scale (C_out,) -> (C_out, 1, ..., 1) to broadcast against ``weight``."""
     return scale.reshape((-1,) + (1,) * (weight.dim() - 1))
+
+
+def positive_scale(scale: torch.Tensor) -> torch.Tensor:
+    """The scale actually applied: max(|s|, SCALE_EPS), elementwise (gradient sign(s) above the floor)."""
+    return scale.abs().clamp_min(SCALE_EPS)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +118,8 @@ def init_scale(weight: torch.Tensor, bits: int, method: str = "mse") -> torch.Te
 
 @torch.no_grad()
 def quantize_to_codes(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer codes (int8, same shape as ``weight``): clamp(round(W/s), -q, q), or sign(W) for b = 1."""
-    s = _broadcast(scale.float(), weight)
+    """Integer codes (int8, same shape as ``weight``): clamp(round(W/|s|), -q, q), or sign(W) for b = 1."""
+    s = _broadcast(positive_scale(scale.float()), weight)
     w = weight.float()
     if bits == 1:
         return torch.where(w >= 0, 1, -1).to(torch.int8)
@@ -120,20 +128,20 @@ def quantize_to_codes(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> t
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Float weight s * codes, with ``scale`` (C_out,) broadcast over the channel dim 0."""
-    return codes.float() * _broadcast(scale.float(), codes)
+    """Float weight |s| * codes, with ``scale`` (C_out,) broadcast over the channel dim 0."""
+    return codes.float() * _broadcast(positive_scale(scale.float()), codes)
 
 
 def fake_quantize(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     """Q_b(W) with straight-through gradients to W and LSQ gradients to ``scale`` (C_out,).
 
-    Forward values equal ``dequantize(quantize_to_codes(W, s, b), s)`` exactly.
+    Forward values equal ``dequantize(quantize_to_codes(W, s, b), s)`` exactly; s enters as |s|.
     dQ/dW = 1 where |W/s| <= q_b (inside the clip range), else 0.
     dQ/ds = round(W/s) - W/s inside the range, +-q_b outside (times the LSQ factor).
     """
     q = qmax(bits)
     numel_per_channel = weight[0].numel()
-    s = _grad_scale(scale, 1.0 / math.sqrt(numel_per_channel * q))
+    s = _grad_scale(positive_scale(scale), 1.0 / math.sqrt(numel_per_channel * q))
     s = _broadcast(s, weight)
     x = torch.clamp(weight / s, -q, q)
     levels = _sign_ste(x) if bits == 1 else round_ste(x)
