@@ -1,4 +1,6 @@
 """Specification of bit packing, storage accounting and the packed model file."""
+import os
+import stat
 import struct
 
 import pytest
@@ -6,7 +8,7 @@ import torch
 from torch import nn
 
 from espnet_mpq.core.accounting import expected_size_mb, storage_report
-from espnet_mpq.core.packed_file import PackedFileError, load_packed, read_packed, save_packed
+from espnet_mpq.core.packed_file import PackedFileError, is_packed_file, load_packed, read_packed, save_packed
 from espnet_mpq.core.packing import pack_codes, packed_nbytes, unpack_codes
 from espnet_mpq.core.primitives import qmax
 from espnet_mpq.core.transform import bit_widths, initialize_scales, prepare, quantized_layers
@@ -109,8 +111,62 @@ def test_a_file_of_another_format_version_is_reported(packed_path):
     data = bytearray(packed_path.read_bytes())
     struct.pack_into("<I", data, 8, 99)
     packed_path.write_bytes(bytes(data))
-    with pytest.raises(PackedFileError, match="version 99.*reads version 1"):
+    with pytest.raises(PackedFileError, match="version 99.*reads version 2 only: re-export"):
         read_packed(packed_path)
+
+
+def test_a_changed_byte_in_the_header_is_reported(packed_path):
+    data = bytearray(packed_path.read_bytes())
+    at = data.index(b'"offset":') + len(b'"offset":')  # the first layer's code offset, a digit
+    data[at] = ord("1") if data[at] != ord("1") else ord("2")
+    packed_path.write_bytes(bytes(data))
+    with pytest.raises(PackedFileError, match="m.mpq is corrupt: header checksum mismatch"):
+        read_packed(packed_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"MPQ", b"MPQPACK\0\x02"])
+def test_an_empty_or_tiny_file_is_reported_by_name(tmp_path, content):
+    path = tmp_path / "tiny.mpq"
+    path.write_bytes(content)
+    with pytest.raises(PackedFileError, match="tiny.mpq"):
+        read_packed(path)
+
+
+def test_a_damaged_magic_is_neither_packed_nor_a_checkpoint(packed_path):
+    data = bytearray(packed_path.read_bytes())
+    data[0] ^= 0xFF
+    packed_path.write_bytes(bytes(data))
+    with pytest.raises(PackedFileError, match="m.mpq is neither an espnet_mpq packed model file nor a torch"):
+        is_packed_file(packed_path)
+
+
+def test_torch_checkpoints_are_told_apart_and_checked(packed_path, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"w": torch.zeros(100)}, path)
+    assert is_packed_file(packed_path) and not is_packed_file(path)
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(PackedFileError, match="model.pth is a damaged torch checkpoint"):
+        is_packed_file(path)
+
+
+def test_the_packed_file_is_world_readable_and_leaves_no_temporary_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_packed(model_with_mixed_bits(), tmp_path / "m.mpq")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.mpq").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mpq"]
+
+
+def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_packed(model_with_mixed_bits(), tmp_path / "m.mpq")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_that_is_not_packed_is_reported(tmp_path):

@@ -1,14 +1,20 @@
 """The packed low-bit model file: real b-bit weight codes, float32 scales, everything else as is.
 
-Layout (little-endian):
+Layout (little-endian), format version 2:
 
     8 bytes   magic b"MPQPACK\\0"
     4 bytes   format version (uint32), FORMAT_VERSION
     8 bytes   header length H (uint64)
+    4 bytes   CRC-32 of the H header bytes (uint32)
     H bytes   JSON header: {"metadata": {...}, "payload_nbytes": N, "payload_crc32": c,
                             "quantized": [{"name", "shape", "bits", "offset", "nbytes", "scale_offset"}],
                             "float": [{"name", "shape", "dtype", "offset", "nbytes"}]}
     N bytes   payload: packed codes (see packing.py), scales and float tensors at their offsets
+
+Both the header and the payload carry a CRC-32, so any changed byte (an offset in
+the header as much as a weight in the payload) is refused rather than decoded into
+other weights. Version 1 (no header checksum) and any other version are refused with
+the advice to re-export. Every problem is a PackedFileError naming the file.
 
 A quantized entry is a layer (module name); its float weight is s * codes. A float
 entry is a state-dict key of the model with quantizer internals removed (the
@@ -20,6 +26,7 @@ import json
 import os
 import struct
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +40,12 @@ from espnet_mpq.core.primitives import dequantize, quantize_to_codes
 from espnet_mpq.core.transform import QUANTIZABLE_TYPES, supernet_of, quantized_layers
 
 MAGIC = b"MPQPACK\0"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<8sIQ")
+FORMAT_VERSION = 2
+_PREFIX = struct.Struct("<8sIQI")  # magic, version, header length, header CRC-32
+# The first bytes of what torch.save writes: a zip archive (torch >= 1.6) or a legacy pickle.
+TORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")
+# Owner read/write, group and others read, as open() gives other outputs under the usual umask 022.
+FILE_MODE = 0o644
 
 __all__ = ["PackedFileError", "PackedModel", "save_packed", "read_packed", "load_packed", "is_packed_file"]
 
@@ -119,44 +130,112 @@ def save_packed(model: nn.Module, path: str | os.PathLike, metadata: dict | None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header)))
             f.write(header)
             f.write(payload)
+        os.chmod(tmp, FILE_MODE & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    finally:
+        if os.path.exists(tmp):  # interrupted or failed before the rename: leave no hidden file
+            os.unlink(tmp)
     return path.stat().st_size
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def is_packed_file(path: str | os.PathLike) -> bool:
+    """True for a packed file (its magic), False for a torch checkpoint (zip or pickle).
+
+    Anything else (an empty or tiny file, a damaged magic) is neither, and loading it
+    either way could only fail deep inside a reader: PackedFileError naming the file.
+    A missing file is FileNotFoundError.
+    """
     with open(path, "rb") as f:
-        return f.read(len(MAGIC)) == MAGIC
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
+        return True
+    if head.startswith(TORCH_SIGNATURES[0]):
+        _check_zip_checkpoint(path)
+        return False
+    if head.startswith(TORCH_SIGNATURES[1]) and len(head) == len(MAGIC):
+        return False
+    raise PackedFileError(
+        f"{path} is neither an espnet_mpq packed model file nor a torch checkpoint "
+        f"({_describe_start(head)}): re-export it with espnet_mpq.bin.export or give the training's .pth"
+    )
+
+
+def _check_zip_checkpoint(path: str | os.PathLike) -> None:
+    """A torch zip checkpoint must be a whole archive whose members match their CRC-32s.
+
+    torch.load checks neither: a truncated file dies in its C++ reader without naming
+    the file, and a changed byte in a tensor loads as a wrong weight.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as e:
+        raise PackedFileError(f"{path} is a damaged torch checkpoint (truncated or not a whole archive: {e})") from None
+    if bad is not None:
+        raise PackedFileError(f"{path} is a corrupt torch checkpoint: member {bad} fails its checksum")
+
+
+def _describe_start(head: bytes) -> str:
+    if not head:
+        return "the file is empty"
+    if len(head) < len(MAGIC):
+        return f"only {len(head)} bytes"
+    return f"it starts with {head!r}"
 
 
 def read_packed(path: str | os.PathLike) -> PackedModel:
-    """Read and verify a packed file. Raises PackedFileError naming what is wrong."""
+    """Read and verify a packed file. Raises PackedFileError naming the file and what is wrong."""
     path = Path(path)
     data = path.read_bytes()
-    if len(data) < _PREFIX.size or data[: len(MAGIC)] != MAGIC:
-        raise PackedFileError(f"{path} is not an espnet_mpq packed model file (no {MAGIC!r} magic)")
-    _, version, header_len = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise PackedFileError(
-            f"{path} has packed format version {version}; this espnet_mpq reads version {FORMAT_VERSION}"
+            f"{path} is not an espnet_mpq packed model file (no {MAGIC!r} magic: {_describe_start(data[:8])})"
         )
+    if len(data) >= 12:
+        (version,) = struct.unpack_from("<I", data, len(MAGIC))
+        if version != FORMAT_VERSION:
+            raise PackedFileError(
+                f"{path} has packed format version {version}; this espnet_mpq reads version {FORMAT_VERSION} "
+                "only: re-export the model with espnet_mpq.bin.export"
+            )
+    if len(data) < _PREFIX.size:
+        raise PackedFileError(f"{path} is truncated: {len(data)} bytes, shorter than the {_PREFIX.size}-byte prefix")
+    _, _, header_len, header_crc = _PREFIX.unpack_from(data)
     start = _PREFIX.size + header_len
+    if start > len(data):
+        raise PackedFileError(f"{path} is truncated or its header length is corrupt: header of {header_len} bytes "
+                              f"in a file of {len(data)}")
+    header_bytes = data[_PREFIX.size:start]
+    if zlib.crc32(header_bytes) != header_crc:
+        raise PackedFileError(f"{path} is corrupt: header checksum mismatch")
     try:
-        header = json.loads(data[_PREFIX.size:start])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackedFileError(f"{path}: header is corrupt or truncated ({e})") from None
+        header = json.loads(header_bytes)
+        payload_nbytes, payload_crc = header["payload_nbytes"], header["payload_crc32"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PackedFileError(f"{path}: header is not a packed-file header ({e!r})") from None
     payload = data[start:]
-    if len(payload) != header["payload_nbytes"]:
+    if len(payload) != payload_nbytes:
         raise PackedFileError(
-            f"{path} is truncated or padded: payload has {len(payload)} bytes, header says {header['payload_nbytes']}"
+            f"{path} is truncated or padded: payload has {len(payload)} bytes, header says {payload_nbytes}"
         )
-    if zlib.crc32(payload) != header["payload_crc32"]:
+    if zlib.crc32(payload) != payload_crc:
         raise PackedFileError(f"{path} is corrupt: payload checksum mismatch")
+    try:
+        return _decode(header, payload)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise PackedFileError(f"{path}: header entries do not describe the payload ({e!r})") from None
+
+
+def _decode(header: dict, payload: bytes) -> PackedModel:
     layers = {}
     for e in header["quantized"]:
         codes = unpack_codes(payload[e["offset"]:e["offset"] + e["nbytes"]], e["bits"], tuple(e["shape"]))
