@@ -8,10 +8,36 @@ task's ClassChoices before the argument parser is built. ``register()`` adds
 
 checking the base classes ESPnet expects. It is idempotent. The entry points
 ``python -m espnet_mpq.bin.asr_train`` / ``asr_inference`` call it for you.
+
+Importing ESPnet's ASR task imports its phoneme tokenizer, whose g2p_en asks nltk to
+download two data packages at import time; offline, nltk prints eight
+``[nltk_data] Error loading ...`` lines that users read as a failure. ``register()``
+imports ESPnet with nltk's downloader made quiet (errors discarded) for that import
+only: g2p_en still gets the data where a download works, and nothing here uses it.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+
 __all__ = ["register"]
+
+
+@contextlib.contextmanager
+def _quiet_nltk_downloads():
+    """Within the block, nltk.download neither prints nor asks (its errors go to a discarded buffer)."""
+    try:
+        import nltk
+    except ImportError:  # ESPnet without nltk: nothing to silence
+        yield
+        return
+    original = nltk.download
+    nltk.download = functools.partial(original, quiet=True, print_error_to=io.StringIO())
+    try:
+        yield
+    finally:
+        nltk.download = original
 
 
 def _insert(choices, key: str, cls) -> None:
@@ -25,7 +51,8 @@ def _insert(choices, key: str, cls) -> None:
 
 def register() -> None:
     """Add ``s3prl_mpq`` to ESPnet's ASR frontend choices and ``mpq`` to its model choices."""
-    import espnet2.tasks.asr as asr
+    with _quiet_nltk_downloads():
+        import espnet2.tasks.asr as asr
 
     from espnet_mpq.asr.frontend import S3prlMpqFrontend
     from espnet_mpq.asr.model import MpqESPnetModel

@@ -234,13 +234,44 @@ def test_cli_writes_the_json_report(tmp_path, capsys):
     assert (tmp_path / "errs" / "errs-w2.txt").read_text().startswith("%WER")
 
 
-def test_cli_rejects_an_empty_hypothesis_file(tmp_path):
+def test_cli_rejects_an_empty_hypothesis_file_in_one_line(tmp_path, capsys):
     ref = _write_kaldi(tmp_path / "ref", {"u-1": ["A"]})
     (tmp_path / "hyp").write_text("")
     with pytest.raises(SystemExit) as exit_info:
         score_cli.main(["--ref", str(ref), "--hyp", f"a={tmp_path / 'hyp'}", "--backend", "python",
                         "--output_json", str(tmp_path / "out.json")])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: transcript file is empty: {tmp_path / 'hyp'}\n"
+    assert not (tmp_path / "out.json").exists()
+
+
+def _missing_quarter(tmp_path, error_rates):
+    refs, hyps = _synthetic_test_set(seed=5, n_utts=80, error_rates=error_rates)
+    for utt in list(refs)[::4]:
+        del hyps["q"][utt]
+    return ["--ref", str(_write_kaldi(tmp_path / "ref", refs)), "--backend", "python", "--baseline", "fp32",
+            "--output_json", str(tmp_path / "out.json"),
+            *[arg for name in hyps for arg in ("--hyp", f"{name}={_write_kaldi(tmp_path / name, hyps[name])}")]]
+
+
+def test_a_system_missing_utterances_is_never_lossless_and_the_table_counts_them(tmp_path, capsys):
+    # A 100% WER baseline: deleting a quarter of q's hypotheses cannot make q significantly worse,
+    # yet q failed on those utterances.
+    score_cli.main(_missing_quarter(tmp_path, {"fp32": 1.0, "q": 1.0}))
+    q = json.loads((tmp_path / "out.json").read_text())["systems"]["q"]
+    assert len(q["missing_utterances"]) == 20 and q["lossless"] is False
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("q "))
+    assert row.split()[3] == "20" and row.split()[-1] == "no"
+
+
+def test_a_baseline_missing_utterances_stops_the_scoring(tmp_path, capsys):
+    args = _missing_quarter(tmp_path, {"q": 0.1, "fp32": 0.1})
+    args[args.index("--baseline") + 1] = "q"
+    with pytest.raises(SystemExit) as exit_info:
+        score_cli.main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: baseline 'q'") and "misses 20 of 80 utterances" in err and err.count("\n") == 1
     assert not (tmp_path / "out.json").exists()
 
 

@@ -9,11 +9,18 @@ Usage:
 Takes exactly the arguments of ``python -m espnet2.bin.asr_inference``. A model
 file that is a packed file is loaded with its real low-bit codes (see
 espnet_mpq.core.packed_file); its hypotheses equal the fake-quantized model's.
+A bad config, model file or option of this package ends the run with one
+``error: ...`` line and exit status 1 (espnet_mpq.bin.cli).
 """
+from espnet_mpq.bin.cli import run
 from espnet_mpq.register import register
 
 
 def main(cmd=None):
+    run(_main, cmd)
+
+
+def _main(cmd=None):
     register()
     import espnet2.bin.asr_inference as inference
 

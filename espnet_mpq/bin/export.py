@@ -9,7 +9,13 @@ Layers still searching are fixed at argmax(lambda) first; scales never
 initialised (post-training quantization) are initialised from the weights. The
 report gives, for the whole model and the SSL upstream, the parameter count,
 average bits, exact storage bits and compression ratio against 32-bit, and the
-packed file's size. Every output is written atomically.
+packed file's size. Every output is written atomically, with mode 0644 (less the
+umask); an export stopped by Ctrl-C or SIGTERM leaves no temporary file behind.
+
+A model without quantized layers (the 32-bit model) has no bit config: none is
+written (a bit config must name at least one layer), and a file left at
+--output_bit_config by an earlier export is removed, as it describes another model.
+A model file or config that cannot be used ends the export with one ``error:`` line.
 """
 from __future__ import annotations
 
@@ -17,10 +23,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 
 import torch
 
+from espnet_mpq.bin.cli import run
 from espnet_mpq.core.accounting import storage_report
 from espnet_mpq.core.packed_file import save_packed
 from espnet_mpq.core.transform import bit_widths, fix_bit_widths, initialize_scales
@@ -31,8 +39,11 @@ from espnet_mpq.register import register
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export(config: Path, model_file: Path, output: Path | None, bit_config: Path | None, report: Path | None) -> dict:
@@ -56,16 +67,30 @@ def export(config: Path, model_file: Path, output: Path | None, bit_config: Path
         result["packed_mb"] = size / 1e6
         result["packed_over_accounting"] = size / (whole.total_bits / 8)
         logging.info(f"wrote {output}: {size / 1e6:.3f} MB (accounting {whole.size_mb:.3f} MB)")
-    if bit_config is not None:
+    if bit_config is not None and result["bits_per_layer"]:
         write_bit_config(bit_config, result["bits_per_layer"])
         logging.info(f"wrote {bit_config}")
+    elif bit_config is not None:
+        logging.info(f"no quantized layers: no bit config written to {bit_config}")
+        if bit_config.exists():
+            bit_config.unlink()
+            logging.info(f"removed {bit_config}, left by an earlier export")
     if report is not None:
         write_json(report, result)
         logging.info(f"wrote {report}")
     return result
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")  # unwinds through the writers' cleanup
+
+
 def main(cmd=None):
+    signal.signal(signal.SIGTERM, _interrupt)
+    run(_main, cmd)
+
+
+def _main(cmd=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asr_train_config", type=Path, required=True, help="the trained model's config.yaml")
     parser.add_argument("--asr_model_file", type=Path, required=True, help="the trained model's .pth")

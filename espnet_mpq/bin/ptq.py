@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from espnet_mpq.bin.cli import run
 from espnet_mpq.core.transform import initialize_scales
 from espnet_mpq.quantizers import build_config
 from espnet_mpq.register import register
@@ -47,6 +48,10 @@ def ptq_config(fp32_config: dict, compression_config: dict) -> dict:
 
 
 def main(cmd=None):
+    run(_main, cmd)
+
+
+def _main(cmd=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asr_train_config", type=Path, required=True, help="the 32-bit model's config.yaml")
     parser.add_argument("--asr_model_file", type=Path, required=True, help="the 32-bit model's .pth")

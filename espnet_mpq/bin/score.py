@@ -13,7 +13,11 @@ significant difference.
 Files are Kaldi-style ``uttid word word ...`` lines (ESPnet's decoding writes
 them as ``text``). Words are compared upper-cased, split on whitespace.
 Utterances missing from a hypothesis file count as all deletions (a warning
-names them); an empty or missing file is an error.
+names them), and a system that misses any is never "lossless": it failed to decode
+them, whatever the test says. The table shows how many each system misses, and the
+JSON lists them (missing_utterances). The baseline must cover every utterance (the
+others are judged against it): if it misses any, scoring stops. An empty or missing
+file is an error. Refusals are one ``error: ...`` line and exit status 1.
 
 Backends: ``sctk`` runs NIST sclite and sc_stats (found in $SCTK_BIN, on PATH or
 in /usr/lib/sctk/bin), ``python`` uses jiwer and espnet_mpq.scoring.mapsswe,
@@ -39,12 +43,14 @@ backend is sctk).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import re
 from pathlib import Path
 
+from espnet_mpq.bin.cli import run
 from espnet_mpq.scoring.backends import BACKENDS, SystemScore, score
 from espnet_mpq.scoring.mapsswe import ALPHA
 from espnet_mpq.scoring.text import complete_hypotheses, read_text, write_text_atomic
@@ -96,19 +102,35 @@ def to_json(hyp_path: str, result: SystemScore, missing: list[str]) -> dict:
     return entry
 
 
-def format_table(scores: dict[str, SystemScore], baseline: str) -> str:
-    """One row per system: WER, errors/words, p-value against the baseline, lossless."""
+def format_table(scores: dict[str, SystemScore], baseline: str, missing: dict[str, list[str]]) -> str:
+    """One row per system: WER, errors/words, utterances missing, p-value against the baseline, lossless."""
     p_head = f"p vs {baseline}"
-    row = f"{{:<{max(len('system'), *map(len, scores))}}}  {{:>7}}  {{:>15}}  {{:>{max(10, len(p_head))}}}  {{}}"
-    lines = [row.format("system", "WER %", "errors/words", p_head, "lossless")]
+    row = (f"{{:<{max(len('system'), *map(len, scores))}}}  {{:>7}}  {{:>15}}  {{:>7}}  "
+           f"{{:>{max(10, len(p_head))}}}  {{}}")
+    lines = [row.format("system", "WER %", "errors/words", "missing", p_head, "lossless")]
     for name, s in scores.items():
         p = s.test.p_value_text if s.test is not None else "-"
         lossless = "-" if s.lossless is None else ("yes" if s.lossless else "no")
-        lines.append(row.format(name, f"{s.counts.wer:.2f}", f"{s.counts.errors}/{s.counts.words}", p, lossless))
+        lines.append(row.format(name, f"{s.counts.wer:.2f}", f"{s.counts.errors}/{s.counts.words}",
+                                len(missing.get(name, [])), p, lossless))
     return "\n".join(lines)
 
 
+def paths_of(args: argparse.Namespace) -> dict[str, str]:
+    return dict(args.hyp)
+
+
+def count_missing_against(scores: dict[str, SystemScore], missing: dict[str, list[str]]) -> dict[str, SystemScore]:
+    """A system that misses utterances is not lossless (it is already scored with them as all deletions)."""
+    return {name: dataclasses.replace(s, lossless=False) if missing[name] and s.lossless else s
+            for name, s in scores.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
+    run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> None:
     parser = get_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -119,19 +141,24 @@ def main(argv: list[str] | None = None) -> None:
     if baseline not in names:
         parser.error(f"--baseline {baseline!r} is not one of the --hyp names {names}")
     errs_dir = Path(args.errs_dir) if args.errs_dir else None
-    try:
+    try:  # ValueError: inputs that do not belong together (cli.run prints it as one line)
         refs = read_text(args.ref)
         hyps, missing = {}, {}
         for name, path in args.hyp:
             hyps[name], missing[name] = complete_hypotheses(refs, read_text(path), name)
+        if missing[baseline]:
+            raise ValueError(f"baseline {baseline!r} ({paths_of(args)[baseline]}) misses {len(missing[baseline])} "
+                             f"of {len(refs)} utterances (e.g. {missing[baseline][:3]}): a baseline must cover "
+                             "every utterance of --ref")
         logging.info("scoring %d system(s) on %d utterances of %s", len(hyps), len(refs), args.ref)
         backend, scores = score(refs, hyps, baseline, args.backend, errs_dir)
-    except (OSError, ValueError) as e:  # unreadable inputs, or SCTK missing
-        parser.error(str(e))
+    except OSError as e:  # unreadable inputs, or SCTK missing: a refusal like the ValueErrors
+        raise ValueError(str(e)) from None
+    scores = count_missing_against(scores, missing)
 
     print(f"backend: {backend}; lossless = not significantly worse than {baseline} (MAPSSWE, alpha {ALPHA})")
-    print(format_table(scores, baseline))
-    paths = dict(args.hyp)
+    print(format_table(scores, baseline, missing))
+    paths = paths_of(args)
     result = {
         "ref": args.ref, "backend": backend, "baseline": baseline, "alpha": ALPHA,
         "normalization": NORMALIZATION, "num_utterances": len(refs),
