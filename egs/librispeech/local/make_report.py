@@ -15,7 +15,9 @@ and the 32-bit model's size.json and decode_<set>/score.json in --fp32_dir. Writ
     | system | test set | WER % | p (MAPSSWE) | lossless | avg bits | ratio upstream |
     | ratio model | packed MB | compression time |
 
-and, for each compressed system, <system dir>/bits_per_layer.png (bits of every
+A system that has no hypothesis for some utterances (scored as all deletions, and
+never lossless) shows "no (N missing)" in the lossless column. Writes also, for
+each compressed system, <system dir>/bits_per_layer.png (bits of every
 quantized layer, in model order).
 """
 from __future__ import annotations
@@ -48,12 +50,20 @@ def system_rows(name: str, sys_dir: Path, score_dir: Path, test_sets: list[str],
         rows.append((
             name, dset, f"{score['wer']:.2f}",
             "-" if test is None else test["p_value_text"],
-            "-" if score["lossless"] is None else ("yes" if score["lossless"] else "no"),
+            lossless_cell(score),
             f"{size['model']['average_bits']:.2f}" if size["model"]["quantized_params"] else "32",
             f"{size['upstream']['compression_ratio']:.2f}", f"{size['model']['compression_ratio']:.2f}",
             f"{size['packed_mb']:.3f}", seconds,
         ))
     return rows
+
+
+def lossless_cell(score: dict) -> str:
+    """yes / no / - (the baseline); "no (N missing)" when the system has no hypothesis for N utterances."""
+    if score["lossless"] is None:
+        return "-"
+    missing = len(score.get("missing_utterances", []))
+    return "yes" if score["lossless"] else ("no" if not missing else f"no ({missing} missing)")
 
 
 def plot_bits(bits: dict[str, int], title: str, path: Path) -> None:

@@ -19,7 +19,9 @@ The Kaldi "speaker" is the reader-chapter pair (e.g. 103-1240), as in Kaldi's an
 ESPnet's LibriSpeech recipes: every utterance id starts with it, which Kaldi needs.
 
 Bad utterances are reported by name on stderr and skipped, with a count at the end:
-audio that is empty, unreadable, of zero length or not 16 kHz mono; transcript lines
+audio that is empty, unreadable, of zero length or not 16 kHz mono, or whose data
+cannot be decoded to the end (every file is decoded once, so that a file damaged
+past a valid header is skipped here rather than failing training); transcript lines
 with an empty transcript, without an audio file, or with an id that is repeated or
 from another chapter; audio files without a transcript line. The files are written
 only if at least one utterance is usable. Nothing here depends on how the corpus
@@ -39,6 +41,7 @@ from librispeech_layout import AUDIO_SUFFIX, SAMPLE_RATE, transcript_path, write
 # libsndfile's frame count for a FLAC whose header gives no sample count, as encoders write
 # for empty input. soundfile.read (ESPnet's "sound" loader) cannot read such a file either.
 UNKNOWN_FRAMES = 2**63 - 1
+DECODE_BLOCK_FRAMES = 1 << 20
 EXAMPLE_TRANSCRIPT = "dev-clean/84/121123/84-121123.trans.txt"
 
 
@@ -82,6 +85,25 @@ def audio_problem(path: Path) -> str | None:
         return "zero-length audio: the header gives no samples"
     if info.samplerate != SAMPLE_RATE or info.channels != 1:
         return f"not {SAMPLE_RATE} Hz mono: {info.samplerate} Hz, {info.channels} channels"
+    return decoding_problem(path, info.frames)
+
+
+def decoding_problem(path: Path, frames: int) -> str | None:
+    """Why decoding `path` to the end fails or yields other than the header's `frames` samples, or None.
+
+    A header can be intact while the data after it is not (a truncated or damaged
+    file): only decoding finds that, and training would otherwise die in libsndfile
+    without naming the file. Decoded in blocks, so memory stays small.
+    """
+    decoded = 0
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            while block := f.read(DECODE_BLOCK_FRAMES, dtype="int16").shape[0]:
+                decoded += block
+    except (OSError, RuntimeError) as error:
+        return f"unreadable audio data: {' '.join(str(error).split())}"
+    if decoded != frames:
+        return f"truncated audio data: decoded {decoded} of the {frames} samples its header gives"
     return None
 
 
