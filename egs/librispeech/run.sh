@@ -19,7 +19,9 @@
 # directory afresh when the composed config differs from the one it was trained with,
 # resumes an interrupted training otherwise, and skips a finished one: --force true
 # (or deleting the directory) re-runs it. Decoding, scoring and the report after it
-# are redone whenever compression is.
+# are redone whenever compression is. Stage 10 needs stage 8's .done; its
+# compression_time.json sums the wall clock of every run of it (resumes included), and
+# train.log keeps the log of every run. Bad options stop run.sh with one "error:" line.
 set -euo pipefail
 
 log() { echo "$(date '+%F %T') (${0##*/}) $*"; }
@@ -63,6 +65,11 @@ help_message="Usage: $0 [--stage N] [--stop_stage M] [--nj K] [--ngpu G] [--conf
 (every variable set above 'help_message' in $0 is an option; see the header of $0)"
 . utils/parse_options.sh
 [ $# -eq 0 ] || die "unexpected arguments: $*"
+for opt in stage stop_stage nj ngpu; do
+  [[ ${!opt} =~ ^[0-9]+$ ]] || die "--$opt ${!opt}: must be a non-negative integer"
+done
+[ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage: nothing to run"
+[[ $force =~ ^(true|false)$ ]] || die "--force $force: must be true or false"
 corpus=${corpus:-${LIBRISPEECH:-$work/db/LibriSynth}}
 
 # ---------------------------------------------------------------- names and paths
@@ -97,17 +104,20 @@ fp32_sets=""; for s in $fp32_overrides; do fp32_sets+=" --set $s"; done
 [ -f "$mpq_config" ] || die "--mpq_config $mpq_config: no such file; available: $(ls conf/tuning | tr '\n' ' ')"
 tag=$(basename "$mpq_config" .yaml); tag=${tag#train_mpq_}
 mpq_dir=$exp/asr_mpq_$tag
-mkdir -p "$mpq_dir"
 mpq_composed=$mpq_dir/.train.yaml.new
+# Composed and checked outside $mpq_dir, which is made only for a valid config.
+composed_tmp=$(mktemp "${TMPDIR:-/tmp}/mpq_config.XXXXXX")
 # shellcheck disable=SC2086
 python -m espnet_mpq.bin.compose_config --base "$train_config" --preset "$mpq_config" $sets \
   --set "model_conf.teacher_config=$(realpath -ms $fp32_dir/config.yaml)" \
-  --set "model_conf.teacher_model_file=$(realpath -ms $fp32_model)" --output "$mpq_composed" \
-  || die "--mpq_config $mpq_config: cannot compose it over $train_config"
+  --set "model_conf.teacher_model_file=$(realpath -ms $fp32_model)" --output "$composed_tmp" \
+  || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: cannot compose it over $train_config"; }
 quantizer=$(python -c 'import sys, yaml; from espnet_mpq.quantizers import build_config
 f = yaml.safe_load(open(sys.argv[1]))["frontend_conf"]
-print(build_config(f["quantizer"], f.get("quantizer_conf")).name)' "$mpq_composed" 2>&1) \
-  || die "--mpq_config $mpq_config: bad quantizer: ${quantizer##*$'\n'}"
+print(build_config(f["quantizer"], f.get("quantizer_conf")).name)' "$composed_tmp" 2>&1) \
+  || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: bad quantizer: ${quantizer##*$'\n'}"; }
+mkdir -p "$mpq_dir"
+mv "$composed_tmp" "$mpq_composed"
 
 train_data_args=(
   --token_type "$token_type" --token_list "$token_list" --bpemodel "$bpemodel" --ngpu "$ngpu" --resume true
@@ -126,6 +136,20 @@ train() {
   ${train_cmd} "$dir/train.log" python -m espnet_mpq.bin.asr_train --config "$config" --output_dir "$dir" \
     "${train_data_args[@]}" "$@"
 }
+
+# The compression clock: stage 10's wall-clock seconds summed over every run of it (a resumed
+# run adds a piece; two_stage's two trainings are both in it). A piece is a file in
+# $mpq_dir/.clock/ holding its seconds so far, rewritten every 5 s while run.sh lives, so
+# even a kill -9 loses at most 5 s of it; clock_total sums the pieces.
+clock_write() { echo $(( $(date +%s) - clock_t0 )) > "$clock_piece.tmp" && mv "$clock_piece.tmp" "$clock_piece"; }
+clock_start() {
+  clock_t0=$(date +%s); clock_piece=$mpq_dir/.clock/$clock_t0.$$
+  mkdir -p "$mpq_dir/.clock"; clock_write
+  ( while kill -0 $$ 2>/dev/null; do clock_write; sleep 5; done ) > /dev/null 2>&1 &
+  clock_pid=$!
+}
+clock_stop() { kill "$clock_pid" 2>/dev/null || true; wait "$clock_pid" 2>/dev/null || true; clock_write; }
+clock_total() { cat "$mpq_dir"/.clock/*[0-9] | awk '{ s += $1 } END { print s + 0 }'; }
 
 # decode CONFIG MODEL DIR: greedy decoding of every test set into DIR/decode_<set>/text, $nj jobs.
 decode() {
@@ -268,6 +292,7 @@ esac
 
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   log "Stage 10: compression with $mpq_config ($quantizer) -> $mpq_dir"; t0=$SECONDS
+  [ -f "$fp32_dir/.done" ] || die "the 32-bit training has not finished ($fp32_dir/.done missing): run stage 8 first"
   [ -f "$fp32_model" ] || die "no 32-bit model $fp32_model: run stages 1-8 first"
   if [ -f "$mpq_dir/.done" ] && [ "$force" = false ] && cmp -s "$mpq_composed" "$mpq_dir/train.yaml"; then
     log "Stage 10: already done with this config ($mpq_dir/.done; --force true re-runs it)"
@@ -277,6 +302,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
       find "$mpq_dir" -mindepth 1 ! -name "$(basename "$mpq_composed")" -delete
     fi
     cp "$mpq_composed" "$mpq_dir/train.yaml"
+    clock_start
     case $quantizer in
       none) ;;
       ptq)
@@ -285,8 +311,10 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
       uniform|joint)
         train "$mpq_dir/train.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
       two_stage)
-        log "two-stage, 1/2: bit-width search -> $mpq_dir/search"
-        train "$mpq_dir/train.yaml" "$mpq_dir/search" --init_param "$fp32_model"
+        log "two-stage, 1/2: bit-width search (joint's search phase) -> $mpq_dir/search"
+        python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" --two_stage_search \
+          --output "$mpq_dir/train_search.yaml"
+        train "$mpq_dir/train_search.yaml" "$mpq_dir/search" --init_param "$fp32_model"
         python -m espnet_mpq.bin.export --asr_train_config "$mpq_dir/search/config.yaml" \
           --asr_model_file "$mpq_dir/search/latest.pth" --output_bit_config "$mpq_dir/search/bits.yaml" \
           --output "$mpq_dir/search/model.mpq"
@@ -298,8 +326,9 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
     esac
     device="CPU ($(nproc) cores)"
     [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
-    printf '{"seconds": %d, "device": "%s", "quantizer": "%s"}\n' $((SECONDS - t0)) "$device" "$quantizer" \
-      > "$mpq_dir/.compression_time.json"
+    clock_stop
+    printf '{"seconds": %d, "device": "%s", "quantizer": "%s", "runs": %d}\n' "$(clock_total)" "$device" \
+      "$quantizer" "$(ls "$mpq_dir"/.clock/*[0-9] | wc -l)" > "$mpq_dir/.compression_time.json"
     mv "$mpq_dir/.compression_time.json" "$mpq_dir/compression_time.json"
     touch "$mpq_dir/.done"
   fi
