@@ -2,7 +2,8 @@
 
 The package signals bad input with ValueError (PackedFileError is one) or
 FileNotFoundError, each message naming the bad value or file and what is allowed.
-``run(main)`` turns those into the one line; any other exception is a bug and keeps
+``run(main)`` turns those into the one line, and so torch's load_state_dict error
+(a model file of another model; shortened); any other exception is a bug and keeps
 its traceback. Set ESPNET_MPQ_TRACEBACK=1 to see the traceback of a refusal too.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ import yaml
 
 EXIT_REFUSED = 1
 REFUSALS = (ValueError, FileNotFoundError, yaml.YAMLError)
+STATE_DICT_MISMATCH = "Error(s) in loading state_dict"
+MAX_DETAIL = 300  # characters of torch's (long) list of mismatched keys
 
 __all__ = ["EXIT_REFUSED", "REFUSALS", "run"]
 
@@ -24,8 +27,16 @@ def run(main: Callable[..., None], *args, **kwargs) -> None:
     try:
         main(*args, **kwargs)
     except REFUSALS as error:
-        if os.environ.get("ESPNET_MPQ_TRACEBACK"):
+        refuse(error, str(error))
+    except RuntimeError as error:  # torch's load_state_dict: a model file that does not fit the config
+        if not str(error).startswith(STATE_DICT_MISMATCH):
             raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_REFUSED) from None
+        refuse(error, f"the model file does not fit the model its config builds: {str(error)[:MAX_DETAIL]}")
+
+
+def refuse(error: BaseException, message: str) -> None:
+    if os.environ.get("ESPNET_MPQ_TRACEBACK"):
+        raise error
+    message = " ".join(message.split()) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_REFUSED) from None

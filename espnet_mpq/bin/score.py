@@ -136,10 +136,10 @@ def _main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     names = [name for name, _ in args.hyp]
     if len(set(names)) != len(names):
-        parser.error(f"system names must be unique: {names}")
+        raise ValueError(f"--hyp: system names must be unique: {names}")
     baseline = args.baseline or names[0]
     if baseline not in names:
-        parser.error(f"--baseline {baseline!r} is not one of the --hyp names {names}")
+        raise ValueError(f"--baseline {baseline!r} is not one of the --hyp names {names}")
     errs_dir = Path(args.errs_dir) if args.errs_dir else None
     try:  # ValueError: inputs that do not belong together (cli.run prints it as one line)
         refs = read_text(args.ref)

@@ -152,8 +152,10 @@ def is_packed_file(path: str | os.PathLike) -> bool:
 
     Anything else (an empty or tiny file, a damaged magic) is neither, and loading it
     either way could only fail deep inside a reader: PackedFileError naming the file.
-    A missing file is FileNotFoundError.
+    A missing file (or a directory) is FileNotFoundError.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {path} does not exist or is not a file")
     with open(path, "rb") as f:
         head = f.read(len(MAGIC))
     if head == MAGIC:

@@ -20,22 +20,25 @@ __all__ = ["read_text", "complete_hypotheses", "write_text_atomic"]
 def read_text(path: str | Path) -> dict[str, list[str]]:
     """Read a transcript file into {uttid: normalised words}, in file order.
 
-    Raises FileNotFoundError for a missing file and ValueError for an empty one
-    or a repeated utterance id.
+    Raises FileNotFoundError for a missing file and ValueError for an empty one,
+    one that is not UTF-8 or a repeated utterance id.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"transcript file not found: {path}")
     texts: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split(maxsplit=1)
-            if not fields:
-                continue
-            utt_id = fields[0]
-            if utt_id in texts:
-                raise ValueError(f"{path}:{line_no}: utterance id {utt_id!r} appears twice")
-            texts[utt_id] = normalize(fields[1]) if len(fields) > 1 else []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"transcript file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for line_no, line in enumerate(lines, 1):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        utt_id = fields[0]
+        if utt_id in texts:
+            raise ValueError(f"{path}:{line_no}: utterance id {utt_id!r} appears twice")
+        texts[utt_id] = normalize(fields[1]) if len(fields) > 1 else []
     if not texts:
         raise ValueError(f"transcript file is empty: {path}")
     return texts
