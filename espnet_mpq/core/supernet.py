@@ -13,9 +13,18 @@ Expected bits: E_bits = sum_i softmax(lambda)_i * b_i (differentiable in lambda)
 Modes (kept in buffers, so they survive a checkpoint and ``--resume``):
 - search: Gumbel-Softmax sampling while training; eval uses the argmax candidate
   (the bit-width that would be deployed), without noise.
-- fixed: ``fix()`` picks k = argmax(lambda); W_eff = Q_{b_k}(W), no noise,
+- fixed: ``fix(k)`` (default k = argmax(lambda)); W_eff = Q_{b_k}(W), no noise,
   lambda frozen. A layer with a single candidate (uniform precision, or a
   bit-width read from a bit config) is fixed from the start.
+
+The mode is the float buffer ``fixed_onehot`` (n,): all zeros while searching,
+one-hot at the fixed candidate. A float one-hot survives ESPnet's checkpoint
+averaging (which averages float tensors and sums integer ones): checkpoints with
+the same bit-widths average to the same one-hot, and checkpoints that disagree
+average to a fraction, which loading refuses by name. The forward pass reads the
+mode, the temperature and whether the scales are set from Python attributes that
+mirror the buffers (set by ``fix``, ``set_temperature`` and loading), so a training
+step makes no per-layer device-to-host reads.
 
 Scales are initialised lazily, from the weight the layer holds at its first
 forward (so loading a 32-bit checkpoint after building the model, as ESPnet's
@@ -30,16 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from espnet_mpq.core.primitives import (
-    check_bits,
-    compiled_mix_fake_quantize,
-    init_scale,
-    mix_fake_quantize,
-)
+from espnet_mpq.core.fused import compiled_fused_mix_fake_quantize, fused_mix_fake_quantize
+from espnet_mpq.core.primitives import check_bits, init_scale
 
-SEARCHING = -1  # value of ``fixed_index`` while the bit-width is being searched
+__all__ = ["MixedPrecisionWeight", "check_candidate_bits", "CheckpointAverageError"]
 
-__all__ = ["MixedPrecisionWeight", "check_candidate_bits"]
+
+class CheckpointAverageError(ValueError):
+    """A state dict whose mode buffer is not a one-hot: an average of checkpoints with different bits."""
 
 
 def check_candidate_bits(candidate_bits: Sequence[int]) -> tuple[int, ...]:
@@ -90,20 +97,24 @@ class MixedPrecisionWeight(nn.Module):
         self.scales = nn.Parameter(torch.ones(n, channels))  # (n, C_out): s_{b_i}
         self.arch_logits = nn.Parameter(torch.zeros(n))  # (n,): lambda
         self.register_buffer("tau", torch.tensor(1.0))
-        self.register_buffer("fixed_index", torch.tensor(0 if n == 1 else SEARCHING))
+        self.register_buffer("fixed_onehot", torch.zeros(n))  # (n,): zeros while searching
         self.register_buffer("scales_initialized", torch.tensor(False))
+        # Python mirrors of the buffers, read by forward (no host syncs).
+        self._fixed: int | None = None
+        self._tau = 1.0
+        self._scales_ready = False
         if n == 1:
-            self.arch_logits.requires_grad_(False)
+            self.fix(0)
 
     # ---- state -------------------------------------------------------------
     @property
     def is_fixed(self) -> bool:
-        return int(self.fixed_index) != SEARCHING
+        return self._fixed is not None
 
     @property
     def chosen_index(self) -> int:
-        """The fixed candidate, or argmax(lambda) while searching."""
-        return int(self.fixed_index) if self.is_fixed else int(self.arch_logits.detach().argmax())
+        """The fixed candidate, or argmax(lambda) while searching (reads the logits)."""
+        return self._fixed if self._fixed is not None else int(self.arch_logits.detach().argmax())
 
     @property
     def chosen_bits(self) -> int:
@@ -112,20 +123,23 @@ class MixedPrecisionWeight(nn.Module):
     def set_temperature(self, tau: float) -> None:
         if not tau > 0:
             raise ValueError(f"Gumbel-Softmax temperature {tau!r} is not allowed: it must be > 0")
-        self.tau.fill_(float(tau))
+        self._tau = float(tau)
+        self.tau.fill_(self._tau)
 
     def fix(self, index: int | None = None) -> None:
         """Fix the bit-width to candidate ``index`` (default argmax(lambda)); freeze lambda."""
         k = self.chosen_index if index is None else index
-        if not 0 <= k < len(self.candidate_bits):
-            raise ValueError(f"candidate index {k} is out of range for candidates {list(self.candidate_bits)}")
-        self.fixed_index.fill_(k)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.candidate_bits):
+            raise ValueError(f"candidate index {k!r} is out of range for candidates {list(self.candidate_bits)}")
+        self.fixed_onehot.zero_()
+        self.fixed_onehot[k] = 1.0
+        self._fixed = k
         self.arch_logits.requires_grad_(False)
 
     def expected_bits(self) -> torch.Tensor:
         """E_bits = sum_i softmax(lambda)_i b_i while searching; b_k once fixed. Scalar."""
         if self.is_fixed:
-            return self.bits[self.chosen_index]
+            return self.bits[self._fixed]
         return (F.softmax(self.arch_logits, dim=0) * self.bits).sum()
 
     @torch.no_grad()
@@ -134,32 +148,65 @@ class MixedPrecisionWeight(nn.Module):
         for i, b in enumerate(self.candidate_bits):
             self.scales[i].copy_(init_scale(weight, b, self.scale_init))
         self.scales_initialized.fill_(True)
+        self._scales_ready = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        legacy = state_dict.pop(prefix + "fixed_index", None)  # checkpoints of espnet_mpq <= 0.1
+        if legacy is not None and prefix + "fixed_onehot" not in state_dict:
+            k, n = int(legacy), len(self.candidate_bits)
+            if not -1 <= k < n:
+                raise CheckpointAverageError(
+                    f"layer {prefix.split('.parametrizations.')[0]!r}: fixed_index {k} is out of range for "
+                    f"candidates {list(self.candidate_bits)}; the checkpoint is an average of checkpoints "
+                    "(ESPnet's *.ave.pth sums integer buffers): use a single checkpoint such as latest.pth"
+                )
+            state_dict[prefix + "fixed_onehot"] = torch.zeros(n) if k < 0 else F.one_hot(torch.tensor(k), n).float()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        # requires_grad is not part of a state dict: re-derive it from the loaded mode.
-        self.arch_logits.requires_grad_(not self.is_fixed)
+        self._sync_from_buffers(prefix)
+
+    @torch.no_grad()
+    def _sync_from_buffers(self, prefix: str = "") -> None:
+        """Re-derive the Python mirrors (mode, tau, scales set) and requires_grad from the buffers."""
+        onehot = self.fixed_onehot.detach().cpu()
+        ones = int((onehot == 1).sum())
+        if ones == 0 and bool((onehot == 0).all()):
+            self._fixed = None
+        elif ones == 1 and bool(((onehot == 0) | (onehot == 1)).all()):
+            self._fixed = int(onehot.argmax())
+        else:
+            raise CheckpointAverageError(
+                f"layer {prefix.split('.parametrizations.')[0]!r}: its bit-width state {onehot.tolist()} is not "
+                f"a single choice among {list(self.candidate_bits)}: the checkpoint averages checkpoints with "
+                "different bit-widths (e.g. epochs of the search); use a single checkpoint such as latest.pth, "
+                "or average only epochs after the bit-widths were fixed"
+            )
+        self._tau = float(self.tau)
+        self._scales_ready = bool(self.scales_initialized)
+        self.arch_logits.requires_grad_(self._fixed is None)
 
     # ---- forward -----------------------------------------------------------
     def mixture_weights(self) -> torch.Tensor:
         """g (n,): Gumbel-Softmax sample while searching in training, else one-hot."""
         if self.training and not self.is_fixed:
-            return F.gumbel_softmax(self.arch_logits, tau=float(self.tau), hard=False)
+            return F.gumbel_softmax(self.arch_logits, tau=self._tau, hard=False)
         return F.one_hot(torch.tensor(self.chosen_index), len(self.candidate_bits)).to(self.scales)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """W (C_out, ...) -> W_eff (C_out, ...), computed in float32."""
-        if not bool(self.scales_initialized):
-            self.initialize_scales(weight)
+        if not self._scales_ready:
+            if bool(self.scales_initialized):  # set by a load or by another owner of the buffer
+                self._scales_ready = True
+            else:
+                self.initialize_scales(weight)
         if self.is_fixed or not self.training:
             k = self.chosen_index
             scales, g, bits = self.scales[k:k + 1], self.scales.new_ones(1), self.candidate_bits[k:k + 1]
         else:
             scales, g, bits = self.scales, self.mixture_weights(), self.candidate_bits
-        mix = compiled_mix_fake_quantize if self.compile else mix_fake_quantize
+        mix = compiled_fused_mix_fake_quantize if self.compile else fused_mix_fake_quantize
         with torch.autocast(device_type=weight.device.type, enabled=False):
             return mix(weight.float(), scales, g, bits)
 
     def extra_repr(self) -> str:
-        mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={float(self.tau):.3g}"
+        mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={self._tau:.3g}"
         return f"candidate_bits={list(self.candidate_bits)}, {mode}"
