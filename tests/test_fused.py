@@ -1,0 +1,97 @@
+"""Specification of the fused mixture quantizer (espnet_mpq.core.fused)."""
+import pytest
+import torch
+
+from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
+from espnet_mpq.core.primitives import fake_quantize, init_scale, mix_fake_quantize, qmax
+
+SHAPES = {"linear": (12, 20), "conv1d": (6, 4, 3)}
+CANDIDATE_SETS = [(b,) for b in range(1, 9)] + [(2, 4, 8), (1, 2, 3, 4, 8)]
+
+
+def inputs(shape, bits, seed=0):
+    """W, scales (n, C) clipping part of every channel (one learned scale negative), g (n,), dOut."""
+    torch.manual_seed(seed)
+    w = torch.randn(shape)
+    scales = torch.stack([init_scale(w, b, "max") * 0.7 for b in bits])
+    scales[0, 0] = -scales[0, 0]  # a learned scale that crossed zero: |s| is applied
+    g = torch.softmax(torch.randn(len(bits)), dim=0)
+    return w, scales, g, torch.randn(shape)
+
+
+def values_and_grads(fn, w, scales, g, grad_out):
+    w, scales, g = (t.clone().requires_grad_() for t in (w, scales, g))
+    out = fn(w, scales, g)
+    out.backward(grad_out)
+    return {"W_eff": out.detach(), "dW": w.grad, "ds": scales.grad, "dg": g.grad}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("bits", CANDIDATE_SETS, ids=str)
+def test_values_and_every_gradient_equal_mix_fake_quantize(shape, bits):
+    w, scales, g, grad_out = inputs(shape, bits)
+    clipped = w.reshape(len(w), -1).abs() > qmax(bits[0]) * scales[0].abs()[:, None]
+    assert clipped.any() and not clipped.all()  # both sides of the clip range are exercised
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), w, scales, g, grad_out)
+    for name in ref:
+        assert ref[name].abs().sum() > 0, name  # the check can fail: every gradient is non-zero
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_clipped_elements_get_no_weight_gradient():
+    w = torch.tensor([[0.1, 0.26, 5.0, -5.0]], requires_grad=True)  # q = 3, s = 0.1: range |W| <= 0.3
+    fused_mix_fake_quantize(w, torch.tensor([[0.1]]), torch.ones(1), (3,)).sum().backward()
+    assert w.grad.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_one_candidate_with_weight_one_is_bit_identical_to_fake_quantize(bits):
+    w, scales, _, _ = inputs(SHAPES["linear"], (bits,))
+    assert torch.equal(fused_mix_fake_quantize(w, scales, torch.ones(1), (bits,)), fake_quantize(w, scales[0], bits))
+
+
+def test_backward_keeps_no_per_candidate_tensor():
+    """Only the inputs are saved for backward: nothing of weight size beyond W itself."""
+    w, scales, g, _ = inputs((64, 32), (1, 2, 3, 4, 8))
+    w.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fused_mix_fake_quantize(w, scales.requires_grad_(), g.requires_grad_(), (1, 2, 3, 4, 8))
+    assert sum(t.numel() for t in saved if t.numel() >= w.numel()) == w.numel()
+
+
+def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound():
+    bits = (2, 4, 8)
+    w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
+    g = torch.tensor([0.5 * DEAD_CANDIDATE_THRESHOLD, 0.3, 0.7 - 0.5 * DEAD_CANDIDATE_THRESHOLD])
+    exact = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    skipped = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    assert skipped["dg"][0] == 0 and skipped["ds"][0].abs().sum() == 0  # candidate 0 cost nothing
+    bound = g[0] * fake_quantize(w, scales[0], bits[0]).abs().max()
+    assert 0 < (skipped["W_eff"] - exact["W_eff"]).abs().max() <= bound + 1e-6  # + float rounding
+    assert ((skipped["dW"] - exact["dW"]).abs() <= g[0] * grad_out.abs() + 1e-6).all()
+    torch.testing.assert_close(skipped["dg"][1:], exact["dg"][1:], rtol=1e-5, atol=1e-6)
+
+
+def test_candidate_just_above_the_threshold_is_computed():
+    bits = (2, 4)
+    w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
+    g = torch.tensor([2 * DEAD_CANDIDATE_THRESHOLD, 1 - 2 * DEAD_CANDIDATE_THRESHOLD])
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    assert got["dg"][0] != 0
+
+
+def test_mismatched_scales_or_mixture_are_rejected_with_the_shapes():
+    w = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"3 candidates .* got \(2, 4\) and \(3,\)"):
+        fused_mix_fake_quantize(w, torch.ones(2, 4), torch.ones(3) / 3, (2, 4, 8))
+
+
+def test_compiled_kernels_give_the_same_values_and_gradients():
+    bits = (1, 2, 4, 8)
+    w, scales, g, grad_out = inputs(SHAPES["conv1d"], bits)
+    eager = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), w, scales, g, grad_out)
+    compiled = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, compile=True), w, scales, g, grad_out)
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)
