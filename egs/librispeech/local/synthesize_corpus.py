@@ -5,6 +5,8 @@ Usage:
     python local/synthesize_corpus.py --out db/LibriSynth
     python local/synthesize_corpus.py --out db/LibriSynth \\
         --num_train 5000 --num_dev 300 --num_test 300 --vocab_size 3000 --seed 0 --nj 2
+    python local/synthesize_corpus.py --out db/LibriSynth --num_train 2000 --num_unlab 4000 \\
+        --num_dev 150 --num_test 300 --num_dev_other 150 --num_test_other 300
 
 Writes, as LibriSpeech does (so local/prepare_data.py reads it like the real corpus):
 
@@ -29,6 +31,19 @@ Speakers: a speaker is one espeak-ng voice plus variant (e.g. en-gb-scotland+f2)
 with its own speaking rate and pitch. Train, dev and test speakers are disjoint.
 Each speaker's utterances are grouped into chapters of UTTS_PER_CHAPTER.
 
+Optional subsets (none unless their size is given):
+
+    --num_unlab       train-unlab-synth: more audio of the training speakers (the training
+                      phrases again, dealt to other speakers), for self-supervised
+                      pre-training; its transcripts are written but a recipe ignores them
+    --num_dev_other   dev-other-synth / test-other-synth: harder conditions, as
+    --num_test_other  LibriSpeech's "other": voices whose variant (--other_variants) no
+                      training speaker has, speaking rates outside the training range
+                      (OTHER_RATE_WPM) and additive noise (white, pink or brown, drawn per
+                      utterance) at an SNR drawn from OTHER_SNR_DB. Speakers disjoint from
+                      every other subset, phrases never in train (nor in the other
+                      held-out sets).
+
 The corpus depends on the options only (not on --nj): the same --seed gives the same
 files. A re-run skips utterances already written (audio is written under a
 temporary name, then renamed), so an interrupted run resumes where it stopped;
@@ -37,6 +52,7 @@ a re-run with other options into the same --out is refused.
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -58,6 +74,11 @@ from librispeech_layout import AUDIO_SUFFIX, SAMPLE_RATE, transcript_path, utter
 DEFAULT_VOICES = "en,en-us,en-us-nyc,en-gb-scotland,en-gb-x-rp,en-gb-x-gbclan,en-gb-x-gbcwmd,en-029"
 DEFAULT_VARIANTS = "m1,m2,m3,m4,m5,m6,m7,m8,f1,f2,f3,f4,f5"
 RATE_WPM = (140, 190)  # espeak-ng -s, drawn once per speaker
+OTHER_RATE_WPM = ((105, 130), (200, 235))  # "other" speakers: slower or faster than any train speaker
+OTHER_SNR_DB = (10.0, 20.0)  # "other" utterances: additive noise, SNR drawn per utterance
+NOISE_COLOURS = ("white", "pink", "brown")  # spectral slope 0, -3, -6 dB/octave
+# espeak-ng variants that no training speaker uses (named variants shipped with espeak-ng 1.51).
+DEFAULT_OTHER_VARIANTS = "Andy,Annie,Denis,Gene,Jacky,Lee,Michael,Storm,Tweaky,edward,john,max,paul,quincy,steph,zac"
 PITCH = (30, 70)  # espeak-ng -p (0-99, default 50), drawn once per speaker
 FIRST_SPEAKER_ID = 1000  # speaker ids are 1000 + index in the voice x variant table
 UTTS_PER_CHAPTER = 25
@@ -90,6 +111,9 @@ class Utterance:
     chapter_dir: Path
     spoken: str  # what espeak-ng reads, in the phrase's own case
     transcript: str  # spoken.upper()
+    snr_db: float | None = None  # additive noise at this SNR ("other" subsets); None: clean
+    noise_colour: str = "white"
+    noise_seed: int = 0
 
     @property
     def audio_path(self) -> Path:
@@ -175,6 +199,66 @@ def make_speakers(voices: list[str], variants: list[str], rng: random.Random) ->
     ]
 
 
+def make_other_speakers(
+    voices: list[str], variants: list[str], rng: random.Random, first_id: int
+) -> list[Speaker]:
+    """Speakers of the "other" conditions: voice x unseen variant, rates outside RATE_WPM."""
+    known_variants = espeak_names("--voices=variant")
+    unknown = [name for name in variants if name not in known_variants]
+    if unknown:
+        raise CorpusError(f"espeak-ng does not know {', '.join(unknown)} (see espeak-ng --voices=variant)")
+    table = [(voice, variant) for voice in voices for variant in variants]
+    return [
+        Speaker(
+            speaker_id=first_id + index,
+            voice=voice,
+            variant=variant,
+            sex=known_variants[variant],
+            rate=rng.randint(*rng.choice(OTHER_RATE_WPM)),
+            pitch=rng.randint(*PITCH),
+        )
+        for index, (voice, variant) in enumerate(table)
+    ]
+
+
+def add_noise(utterances: list[Utterance], rng: random.Random) -> list[Utterance]:
+    """The utterances with an SNR (OTHER_SNR_DB), a noise colour and a noise seed drawn for each."""
+    return [
+        dataclasses.replace(
+            utt, snr_db=round(rng.uniform(*OTHER_SNR_DB), 2), noise_colour=rng.choice(NOISE_COLOURS),
+            noise_seed=rng.randrange(2**31),
+        )
+        for utt in utterances
+    ]
+
+
+def coloured_noise(num_samples: int, colour: str, seed: int) -> "np.ndarray":
+    """Unit-power Gaussian noise with a 1/f^a power spectrum (white a=0, pink a=1, brown a=2), (num_samples,)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+    exponent = NOISE_COLOURS.index(colour)  # power ~ 1/f^a, amplitude ~ 1/f^(a/2)
+    freqs = np.fft.rfftfreq(num_samples)
+    freqs[0] = freqs[1] if num_samples > 1 else 1.0
+    noise = np.fft.irfft(spectrum / freqs ** (exponent / 2), n=num_samples)
+    return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
+
+
+def mix_noise(path: Path, utt: Utterance) -> None:
+    """Adds utt's noise to the audio file at ``path`` at utt.snr_db (power over the whole utterance), in place."""
+    import numpy as np
+
+    speech, rate = soundfile.read(str(path), dtype="float64")
+    power = np.mean(speech**2) if len(speech) else 0.0
+    noise = coloured_noise(len(speech), utt.noise_colour, utt.noise_seed) * np.sqrt(power / 10 ** (utt.snr_db / 10))
+    mixed = speech + noise
+    peak = np.max(np.abs(mixed)) if len(mixed) else 0.0
+    if peak > 0.99:  # scale down rather than clip: the SNR stays as drawn
+        mixed *= 0.99 / peak
+    soundfile.write(str(path), mixed, rate, subtype="PCM_16", format="FLAC")
+
+
 def plan_subset(
     subset_dir: Path, num_utts: int, phrases: list[str], speakers: list[Speaker], first_chapter: int
 ) -> list[Utterance]:
@@ -218,6 +302,8 @@ def synthesize(utt: Utterance) -> bool:
     tmp = utt.audio_path.with_name(f".{utt.audio_path.name}.tmp")
     sox = ["sox", "-R", "-V1", "-t", "wav", "-", "-t", "flac", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(tmp)]
     run_tool(sox, wav, utt)
+    if utt.snr_db is not None:
+        mix_noise(tmp, utt)
     os.replace(tmp, utt.audio_path)
     return True
 
@@ -267,6 +353,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -275,14 +368,24 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_train", type=positive_int, default=5000, help="train utterances")
     parser.add_argument("--num_dev", type=positive_int, default=300, help="dev utterances")
     parser.add_argument("--num_test", type=positive_int, default=300, help="test utterances")
+    parser.add_argument("--num_unlab", type=nonnegative_int, default=0, help="unlabeled (pre-training) utterances")
+    parser.add_argument("--num_dev_other", type=nonnegative_int, default=0, help="dev utterances, other conditions")
+    parser.add_argument("--num_test_other", type=nonnegative_int, default=0, help="test utterances, other conditions")
     parser.add_argument("--train_subset", default="train-synth", help="train subset directory name")
     parser.add_argument("--dev_subset", default="dev-synth", help="dev subset directory name")
     parser.add_argument("--test_subset", default="test-synth", help="test subset directory name")
+    parser.add_argument("--unlab_subset", default="train-unlab-synth", help="unlabeled subset directory name")
+    parser.add_argument("--dev_other_subset", default="dev-other-synth", help="dev subset name, other conditions")
+    parser.add_argument("--test_other_subset", default="test-other-synth", help="test subset name, other conditions")
     parser.add_argument("--num_dev_speakers", type=positive_int, default=10, help="speakers held out for dev")
     parser.add_argument("--num_test_speakers", type=positive_int, default=10, help="speakers held out for test")
     parser.add_argument("--vocab_size", type=positive_int, default=3000, help="keep phrases of the N commonest words")
     parser.add_argument("--voices", default=DEFAULT_VOICES, help="comma-separated espeak-ng voices")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated espeak-ng variants")
+    parser.add_argument(
+        "--other_variants", default=DEFAULT_OTHER_VARIANTS,
+        help="comma-separated espeak-ng variants of the other-condition speakers (half dev, half test)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the corpus is a function of the seed")
     parser.add_argument("--wordnet_dir", type=Path, default=Path("/usr/share/wordnet"), help="WordNet data files")
     parser.add_argument("--nj", type=positive_int, default=2, help="parallel espeak-ng processes")
@@ -295,9 +398,12 @@ def build_plan(args: argparse.Namespace) -> tuple[list[str], list[Utterance]]:
     all_phrases = read_phrases(args.wordnet_dir)
     vocab, phrases = restrict_vocabulary(all_phrases, args.vocab_size)
     logging.info("%d of %d phrases use only the %d most frequent words", len(phrases), len(all_phrases), len(vocab))
-    held_out = args.num_dev + args.num_test
+    held_out = args.num_dev + args.num_test + args.num_dev_other + args.num_test_other
     if held_out >= len(phrases):
-        raise CorpusError(f"--num_dev + --num_test = {held_out}, but only {len(phrases)} phrases: raise --vocab_size")
+        raise CorpusError(
+            f"--num_dev + --num_test (+ --num_dev_other + --num_test_other) = {held_out}, "
+            f"but only {len(phrases)} phrases: raise --vocab_size"
+        )
     if args.num_train > len(phrases) - held_out:
         logging.warning("only %d train phrases: some are read by several speakers", len(phrases) - held_out)
 
@@ -309,21 +415,46 @@ def build_plan(args: argparse.Namespace) -> tuple[list[str], list[Utterance]]:
     rng.shuffle(speakers)
 
     dev_speakers, test_speakers = speakers[: args.num_dev_speakers], speakers[args.num_dev_speakers : held_out_speakers]
+    train_speakers = speakers[held_out_speakers:]
+    cuts = list(itertools.accumulate([args.num_dev, args.num_test, args.num_dev_other, args.num_test_other], initial=0))
+    train_phrases = phrases[held_out:]
     splits = [  # (subset, utterances, phrases, speakers)
-        (args.dev_subset, args.num_dev, phrases[: args.num_dev], dev_speakers),
-        (args.test_subset, args.num_test, phrases[args.num_dev : held_out], test_speakers),
-        (args.train_subset, args.num_train, phrases[held_out:], speakers[held_out_speakers:]),
+        (args.dev_subset, args.num_dev, phrases[cuts[0] : cuts[1]], dev_speakers),
+        (args.test_subset, args.num_test, phrases[cuts[1] : cuts[2]], test_speakers),
+        (args.train_subset, args.num_train, train_phrases, train_speakers),
     ]
+    if args.num_unlab:  # the training phrases from where train stopped: other speaker-phrase pairs
+        start = args.num_train % len(train_phrases)
+        splits.append((args.unlab_subset, args.num_unlab, train_phrases[start:] + train_phrases[:start], train_speakers))
+    other_subsets = []
+    if args.num_dev_other or args.num_test_other:
+        other_speakers = make_other_speakers(
+            args.voices.split(","), args.other_variants.split(","), rng, FIRST_SPEAKER_ID + len(speakers)
+        )
+        if len(other_speakers) < 2:
+            raise CorpusError("--other_variants: at least two other-condition speakers are needed (dev and test)")
+        rng.shuffle(other_speakers)
+        half = len(other_speakers) // 2
+        for subset, num_utts, subset_phrases, subset_speakers in (
+            (args.dev_other_subset, args.num_dev_other, phrases[cuts[2] : cuts[3]], other_speakers[:half]),
+            (args.test_other_subset, args.num_test_other, phrases[cuts[3] : cuts[4]], other_speakers[half:]),
+        ):
+            if num_utts:
+                splits.append((subset, num_utts, subset_phrases, subset_speakers))
+                other_subsets.append(subset)
     utterances: list[Utterance] = []
     for subset, num_utts, subset_phrases, subset_speakers in splits:
         first_chapter = 1 + len({utt.chapter_dir for utt in utterances})
-        utterances += plan_subset(args.out / subset, num_utts, subset_phrases, subset_speakers, first_chapter)
+        planned = plan_subset(args.out / subset, num_utts, subset_phrases, subset_speakers, first_chapter)
+        utterances += add_noise(planned, rng) if subset in other_subsets else planned
     return vocab, utterances
 
 
 def write_speakers(path: Path, utterances: list[Utterance]) -> None:
     """SPEAKERS.TXT: which espeak-ng voice each speaker id is."""
-    subset_of = {utt.speaker: utt.chapter_dir.parents[1].name for utt in utterances}
+    subset_of: dict[Speaker, str] = {}
+    for utt in utterances:  # a training speaker is listed under train, not under the unlabeled subset
+        subset_of.setdefault(utt.speaker, utt.chapter_dir.parents[1].name)
     lines = [";ID  |SEX| SUBSET           | VOICE\n"]
     for speaker in sorted(subset_of, key=lambda speaker: speaker.speaker_id):
         lines.append(f"{speaker.speaker_id:<5}| {speaker.sex} | {subset_of[speaker]:<17}| {speaker.describe()}\n")
@@ -336,12 +467,15 @@ def main() -> None:
     settings = {key: str(value) for key, value in sorted(vars(args).items()) if key not in ("out", "nj", "wordnet_dir")}
     settings_path, done = args.out / "synthesis.json", args.out / ".done"
     subsets = [args.train_subset, args.dev_subset, args.test_subset]
+    optional = ((args.num_unlab, args.unlab_subset), (args.num_dev_other, args.dev_other_subset),
+                (args.num_test_other, args.test_other_subset))
+    subsets += [subset for num, subset in optional if num]
     try:
         for tool in ("espeak-ng", "sox"):
             if shutil.which(tool) is None:
                 raise CorpusError(f"{tool} not found: apt-get install espeak-ng sox")
         if len(set(subsets)) < len(subsets):
-            raise CorpusError("--train_subset, --dev_subset and --test_subset must differ")
+            raise CorpusError("the subset names (--train_subset, --dev_subset, --test_subset, ...) must differ")
         if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
             raise CorpusError(f"{args.out} was synthesized with other options (see {settings_path}); use another --out")
         if done.exists():
