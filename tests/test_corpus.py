@@ -108,6 +108,81 @@ def prepare(root: Path, subset: str, out: Path) -> subprocess.CompletedProcess:
 
 # synthesize_corpus.py
 
+OPTIONAL = ["--num_unlab", "5", "--num_dev_other", "3", "--num_test_other", "4"]
+OTHER = ("dev-other-synth", "test-other-synth")
+
+
+@pytest.fixture(scope="module")
+def full_corpus(tmp_path_factory) -> Path:
+    """The tiny corpus with the optional subsets: unlabeled audio and the two 'other' sets."""
+    if MISSING:
+        pytest.skip(f"synthesis needs {', '.join(MISSING)}")
+    out = tmp_path_factory.mktemp("synth_full") / "LibriSynth"
+    synthesize(out, *OPTIONAL)
+    return out
+
+
+def speaker_table(root: Path) -> dict[str, tuple[str, str, int]]:
+    """SPEAKERS.TXT as {speaker id: (subset, variant, rate)}."""
+    table = {}
+    for line in (root / "SPEAKERS.TXT").read_text().splitlines()[1:]:
+        speaker, _, subset, voice = (field.strip() for field in line.split("|"))
+        table[speaker] = (subset, voice.split()[0].split("+")[1], int(voice.split("-s ")[1].split()[0]))
+    return table
+
+
+@needs_espeak
+def test_optional_subsets_have_their_sizes_and_the_default_subsets_keep_theirs(full_corpus):
+    sizes = {**SIZES, "train-unlab-synth": 5, "dev-other-synth": 3, "test-other-synth": 4}
+    assert {subset: len(transcripts(full_corpus, subset)) for subset in sizes} == sizes
+
+
+@needs_espeak
+def test_unlabeled_audio_comes_from_the_training_speakers(full_corpus):
+    assert speakers(full_corpus, "train-unlab-synth") <= speakers(full_corpus, "train-synth")
+
+
+@needs_espeak
+def test_other_speakers_are_unseen_voices_at_rates_outside_the_training_range(full_corpus):
+    sys.path.insert(0, str(LOCAL))
+    from synthesize_corpus import DEFAULT_VARIANTS, RATE_WPM
+
+    table = speaker_table(full_corpus)
+    other = {spk for subset in OTHER for spk in speakers(full_corpus, subset)}
+    seen = {spk for subset in SIZES for spk in speakers(full_corpus, subset)}
+    assert other and not other & seen
+    assert speakers(full_corpus, OTHER[0]).isdisjoint(speakers(full_corpus, OTHER[1]))
+    for spk in other:
+        _, variant, rate = table[spk]
+        assert variant not in DEFAULT_VARIANTS.split(",")
+        assert not RATE_WPM[0] <= rate <= RATE_WPM[1], (spk, rate)
+
+
+@needs_espeak
+def test_other_phrases_never_occur_in_train_nor_in_the_other_held_out_sets(full_corpus):
+    texts = {subset: set(transcripts(full_corpus, subset).values()) for subset in (*SIZES, *OTHER)}
+    train = texts["train-synth"] | set(transcripts(full_corpus, "train-unlab-synth").values())
+    for subset in ("dev-synth", "test-synth", *OTHER):
+        assert not texts[subset] & train, subset
+    assert not texts[OTHER[0]] & texts[OTHER[1]]
+    assert not (texts[OTHER[0]] | texts[OTHER[1]]) & (texts["dev-synth"] | texts["test-synth"])
+
+
+def test_mixed_noise_has_the_drawn_snr(tmp_path):
+    sys.path.insert(0, str(LOCAL))
+    from synthesize_corpus import NOISE_COLOURS, Utterance, mix_noise
+
+    speech = 0.1 * np.sin(np.arange(16000) * 2 * np.pi * 200 / 16000)
+    for colour in NOISE_COLOURS:
+        path = tmp_path / f"{colour}.flac"
+        soundfile.write(path, speech, 16000, subtype="PCM_16")
+        utt = Utterance("1-1-0000", None, tmp_path, "x", "X", snr_db=12.5, noise_colour=colour, noise_seed=3)
+        mix_noise(path, utt)
+        mixed, _ = soundfile.read(path)
+        noise = mixed - speech
+        snr = 10 * np.log10(np.mean(speech**2) / np.mean(noise**2))
+        assert snr == pytest.approx(12.5, abs=0.2), colour
+
 
 @needs_espeak
 def test_corpus_has_librispeech_layout(corpus):
