@@ -1,7 +1,10 @@
 """Randomly initialised HuBERT / wav2vec 2.0 upstreams, built offline as s3prl checkpoints.
 
-The checkpoint is the dict that s3prl's ``hubert_local`` / ``wav2vec2_local``
-upstreams read (s3prl/upstream/{hubert,wav2vec2}/convert.py::load_converted_model):
+Three families (``arch``):
+
+``hubert`` / ``wav2vec2``: s3prl's fairseq-style models. The checkpoint is the dict
+that s3prl's ``hubert_local`` / ``wav2vec2_local`` upstreams read
+(s3prl/upstream/{hubert,wav2vec2}/convert.py::load_converted_model):
 
     {"task_cfg": dict, "model_cfg": dict, "model_weight": state_dict,
      "dictionaries_symbols": [[str, ...]]}      # the last key for HuBERT only
@@ -10,6 +13,15 @@ Configs are plain dicts of str/int/float/bool, so ``torch.load(weights_only=True
 reads the file. The model is built by s3prl's own classes (HubertModel,
 Wav2Vec2Model), from the same configs the loader will merge, so the weights
 always load strictly.
+
+``espnet_hubert``: ESPnet's HuBERT pre-training model (espnet2.tasks.hubert, encoder
+``torchaudio_hubert``: torchaudio's HuBERTPretrainModel), as
+``python -m espnet2.bin.hubert_train`` writes it: the file is the ESPnet model's
+state_dict and ``config.yaml`` beside it is the task config that rebuilds the model.
+s3prl's ``espnet_hubert_local`` upstream reads the pair (path_or_url=the file; it
+takes the config from beside the file), and ``hubert_train --init_param FILE`` starts
+pre-training from it. ``build_upstream_checkpoint`` returns
+``{"config": dict, "model_weight": state_dict}`` for it.
 
 Example::
 
@@ -48,7 +60,8 @@ __all__ = [
     "checkpoint_num_params",
 ]
 
-ARCHS = ("hubert", "wav2vec2")
+ARCHS = ("hubert", "wav2vec2", "espnet_hubert")
+ESPNET_HUBERT_CONFIG = "config.yaml"  # beside the model file, where espnet_hubert_local looks for it
 # s3prl's hubert/wav2vec2 experts hard-code get_downsample_rates() == 320 (20 ms at 16 kHz).
 REQUIRED_STRIDE = 320
 SAMPLE_RATE = 16000
@@ -83,6 +96,7 @@ class UpstreamSpec:
     pos_conv_kernel: int  # kernel of the grouped convolutional positional embedding
     pos_conv_groups: int  # its groups; must divide embed_dim
     final_dim: int  # width of the pre-training heads (final_proj, label embeddings / project_q)
+    num_classes: int = HUBERT_NUM_CLUSTERS  # HuBERT: k-means clusters the pre-training predicts
     # "default": GroupNorm after the first conv only; "layer_norm": LayerNorm after every conv.
     extractor_mode: str = "default"
     layer_norm_first: bool = False  # pre-LN transformer (Large models) instead of post-LN (Base)
@@ -91,7 +105,10 @@ class UpstreamSpec:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not allowed: use one of {', '.join(ARCHS)}")
-        sizes = ("num_layers", "embed_dim", "ffn_dim", "heads", "pos_conv_kernel", "pos_conv_groups", "final_dim")
+        sizes = (
+            "num_layers", "embed_dim", "ffn_dim", "heads", "pos_conv_kernel", "pos_conv_groups", "final_dim",
+            "num_classes",
+        )
         for name in sizes:
             _check_positive_int(name, getattr(self, name))
         if self.embed_dim % self.heads:
@@ -147,6 +164,45 @@ class UpstreamSpec:
                 latent_groups=WAV2VEC2_LATENT_GROUPS,
             )
         return cfg
+
+    def espnet_hubert_config(self) -> dict[str, Any]:
+        """ESPnet HubertTask config (plain dict) of a ``torchaudio_hubert`` model with these sizes.
+
+        Raw waveforms in (``input_size: 1``, no frontend, no normalisation, as ESPnet's
+        HuBERT recipes); the token list is the cluster ids then ``<unk>``, so token id =
+        cluster id. Training options (masking, dropout, optimiser) are left to the
+        pre-training config that is merged over this one.
+        """
+        return {
+            "token_list": [str(i) for i in range(self.num_classes)] + ["<unk>"],
+            "num_classes": self.num_classes,
+            "input_size": 1,
+            "frontend": None,
+            "frontend_conf": {},
+            "specaug": None,
+            "specaug_conf": {},
+            "normalize": None,
+            "normalize_conf": {},
+            "preencoder": None,
+            "preencoder_conf": {},
+            "encoder": "torchaudio_hubert",
+            "encoder_conf": {
+                "extractor_mode": "layer_norm" if self.extractor_mode == "layer_norm" else "group_norm",
+                "extractor_conv_layer_config": [list(layer) for layer in self.conv_layers],
+                "extractor_conv_bias": False,
+                "encoder_embed_dim": self.embed_dim,
+                "encoder_pos_conv_kernel": self.pos_conv_kernel,
+                "encoder_pos_conv_groups": self.pos_conv_groups,
+                "encoder_num_layers": self.num_layers,
+                "encoder_num_heads": self.heads,
+                "encoder_ff_interm_features": self.ffn_dim,
+                "encoder_layer_norm_first": self.layer_norm_first,
+                "final_dim": self.final_dim,
+            },
+            "model": "torchaudio",
+            "model_conf": {},
+            "init": None,
+        }
 
     def task_cfg(self) -> dict[str, Any]:
         """fairseq-style task config (plain dict) for HubertPretrainingConfig / AudioPretrainingConfig."""
@@ -204,35 +260,52 @@ def build_upstream_checkpoint(arch: str, preset: str | None = None, **overrides:
     """Checkpoint dict of a freshly initialised upstream; see the module docstring for its keys."""
     spec = make_spec(arch, preset, **overrides)
     model = _build_model(spec)
+    if spec.arch == "espnet_hubert":
+        return {"config": spec.espnet_hubert_config(), "model_weight": model.state_dict()}
     checkpoint = {
         "task_cfg": spec.task_cfg(),
         "model_cfg": spec.model_cfg(),
         "model_weight": model.state_dict(),
     }
     if spec.arch == "hubert":
-        checkpoint["dictionaries_symbols"] = [_hubert_symbols()]
+        checkpoint["dictionaries_symbols"] = [_hubert_symbols(spec.num_classes)]
     return checkpoint
 
 
 def save_upstream_checkpoint(
     path: str | os.PathLike, arch: str, preset: str | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    """Build a checkpoint and write it to ``path`` atomically (temporary file, then rename); return it."""
+    """Build a checkpoint and write it to ``path`` atomically (temporary file, then rename); return it.
+
+    For ``espnet_hubert`` the file holds the state_dict and ``config.yaml`` is written beside it
+    (first, so that the model file never exists without its config).
+    """
     checkpoint = build_upstream_checkpoint(arch, preset, **overrides)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(checkpoint, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    if arch == "espnet_hubert":
+        import yaml
+
+        _write_atomic(path.parent / ESPNET_HUBERT_CONFIG, lambda tmp: tmp.write_text(
+            yaml.safe_dump(checkpoint["config"], sort_keys=False), encoding="utf-8"))
+        _write_atomic(path, lambda tmp: torch.save(checkpoint["model_weight"], tmp))
+    else:
+        _write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
     return checkpoint
 
 
+def _write_atomic(path: Path, write) -> None:
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def checkpoint_num_params(checkpoint: dict[str, Any]) -> int:
-    """Number of parameters in a checkpoint's model_weight (these models register no buffers)."""
-    return sum(tensor.numel() for tensor in checkpoint["model_weight"].values())
+    """Number of parameters in a checkpoint's model_weight (less ESPnet's ``global_step`` counter buffer)."""
+    return sum(tensor.numel() for name, tensor in checkpoint["model_weight"].items() if not name.endswith("global_step"))
 
 
 def _build_model(spec: UpstreamSpec) -> torch.nn.Module:
@@ -242,21 +315,28 @@ def _build_model(spec: UpstreamSpec) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # keep the caller's RNG state
         warnings.filterwarnings("ignore", message=r".*weight_norm.* is deprecated", category=FutureWarning)
         torch.manual_seed(spec.seed)
+        if spec.arch == "espnet_hubert":
+            import argparse
+            import copy
+
+            from espnet2.tasks.hubert import HubertTask
+
+            return HubertTask.build_model(argparse.Namespace(**copy.deepcopy(spec.espnet_hubert_config())))
         if spec.arch == "hubert":
             from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
             return HubertModel(
                 merge_with_parent(HubertConfig, spec.model_cfg()),
                 merge_with_parent(HubertPretrainingConfig, spec.task_cfg()),
-                [_hubert_symbols()],
+                [_hubert_symbols(spec.num_classes)],
             )
         from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
 
         return Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, spec.model_cfg()))
 
 
-def _hubert_symbols() -> list[str]:
-    return list(HUBERT_SPECIAL_SYMBOLS) + [str(i) for i in range(HUBERT_NUM_CLUSTERS)]
+def _hubert_symbols(num_classes: int = HUBERT_NUM_CLUSTERS) -> list[str]:
+    return list(HUBERT_SPECIAL_SYMBOLS) + [str(i) for i in range(num_classes)]
 
 
 def _check_positive_int(name: str, value: Any) -> None:

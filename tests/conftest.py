@@ -20,6 +20,15 @@ def tiny_hubert_ckpt(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_espnet_hubert_ckpt(tmp_path_factory) -> str:
+    """Path of a random tiny ESPnet HuBERT (torchaudio_hubert, 2 layers x 64 dims) with its config.yaml beside it,
+    loadable as s3prl's ``espnet_hubert_local``."""
+    path = tmp_path_factory.mktemp("upstream") / "espnet_hubert_tiny" / "model.pth"
+    save_upstream_checkpoint(path, "espnet_hubert", "tiny", num_classes=20)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_wav2vec2_ckpt(tmp_path_factory) -> str:
     """Path of a random tiny wav2vec 2.0 (2 layers x 64 dims), loadable as s3prl's ``wav2vec2_local``."""
     return _tiny_checkpoint(tmp_path_factory, "wav2vec2")
@@ -50,11 +59,14 @@ TINY_WORDS = ("A", "BIG", "CAT", "DOG", "EATS", "FISH")
 
 @pytest.fixture(scope="session")
 def tiny_asr_corpus(tmp_path_factory) -> TinyAsrCorpus:
+    return make_tiny_asr_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def make_tiny_asr_corpus(root: Path) -> TinyAsrCorpus:
     """8 training utterances (0.8-1.2 s of noise, 3 words each) and the first 4 of them as a valid set."""
     import numpy as np
     import soundfile as sf
 
-    root = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
     utts = []
     for i in range(8):

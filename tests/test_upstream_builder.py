@@ -1,5 +1,6 @@
 """Specification of the offline upstream builder (espnet_mpq.upstream_builder, bin/build_upstream)."""
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,3 +152,49 @@ def test_cli_rejects_a_bad_value_with_a_usage_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "embed_dim 64 is not divisible by heads 5" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+# ---- espnet_hubert: ESPnet's HuBERT pre-training model (torchaudio_hubert) -----------------------
+
+def test_espnet_hubert_is_a_state_dict_with_its_config_yaml_beside_it(tiny_espnet_hubert_ckpt):
+    import yaml
+
+    state = torch.load(tiny_espnet_hubert_ckpt, weights_only=True)
+    config = yaml.safe_load((Path(tiny_espnet_hubert_ckpt).parent / "config.yaml").read_text())
+    assert config["encoder"] == "torchaudio_hubert" and config["input_size"] == 1
+    assert config["token_list"] == [str(i) for i in range(20)] + ["<unk>"] and config["num_classes"] == 20
+    assert "encoder.hubert_pretrain_model.wav2vec2.encoder.transformer.layers.1.attention.q_proj.weight" in state
+    assert sorted(p.name for p in Path(tiny_espnet_hubert_ckpt).parent.iterdir()) == ["config.yaml", "model.pth"]
+
+
+def test_espnet_hubert_rebuilds_from_its_config_with_every_weight_matching(tiny_espnet_hubert_ckpt):
+    from espnet2.tasks.hubert import HubertTask
+
+    model, _ = HubertTask.build_model_from_file(None, tiny_espnet_hubert_ckpt, "cpu")  # config.yaml beside
+    state = torch.load(tiny_espnet_hubert_ckpt, weights_only=True)
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_espnet_hubert_local_gives_every_transformer_layer_at_20_ms_with_embed_dim(tiny_espnet_hubert_ckpt):
+    from s3prl.nn import S3PRLUpstream
+
+    upstream = S3PRLUpstream("espnet_hubert_local", path_or_url=tiny_espnet_hubert_ckpt).eval()
+    with torch.no_grad():
+        all_hs, all_lens = upstream(*_batch())
+    assert upstream.num_layers == TINY["num_layers"]  # transformer layers only: no CNN output
+    assert [h.shape for h in all_hs] == [(len(WAV_LENS), max(FRAMES), TINY["embed_dim"])] * TINY["num_layers"]
+    assert all(lens.tolist() == list(FRAMES) for lens in all_lens)
+    n_loaded = sum(p.numel() for p in upstream.parameters())
+    assert n_loaded == checkpoint_num_params({"model_weight": torch.load(tiny_espnet_hubert_ckpt, weights_only=True)})
+
+
+def test_espnet_hubert_takes_the_spec_sizes():
+    ckpt = build_upstream_checkpoint("espnet_hubert", "tiny", num_layers=3, embed_dim=32, ffn_dim=48,
+                                     conv_layers=standard_conv_layers(16), num_classes=7)
+    prefix = "encoder.hubert_pretrain_model."
+    weights = ckpt["model_weight"]
+    assert weights[prefix + "wav2vec2.encoder.transformer.layers.2.feed_forward.intermediate_dense.weight"].shape \
+        == (48, 32)
+    assert weights[prefix + "wav2vec2.feature_extractor.conv_layers.1.conv.weight"].shape == (16, 16, 3)
+    assert weights[prefix + "logit_generator.label_embeddings"].shape[0] == 7

@@ -5,6 +5,12 @@ Usage:
     python -m espnet_mpq.bin.build_upstream --arch hubert --preset small --output exp/upstream/hubert_small.pt
     python -m espnet_mpq.bin.build_upstream --arch wav2vec2 --preset tiny --num_layers 3 --conv_channels 32 \\
         --output /tmp/w2v2_tiny.pt
+    python -m espnet_mpq.bin.build_upstream --arch espnet_hubert --preset tiny --num_classes 100 \\
+        --output exp/upstream/random/model.pth     # + exp/upstream/random/config.yaml
+
+``--arch espnet_hubert`` writes ESPnet's HuBERT pre-training model (encoder
+torchaudio_hubert) and its config.yaml beside it: s3prl's ``espnet_hubert_local``
+upstream loads it, and ``python -m espnet2.bin.hubert_train --init_param`` pre-trains it.
 
 The file loads through s3prl's ``hubert_local`` / ``wav2vec2_local`` upstreams
 (path_or_url=the file), e.g. from ESPnet's S3prlFrontend:
@@ -53,6 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
         ("pos_conv_kernel", "kernel of the convolutional positional embedding"),
         ("pos_conv_groups", "groups of the convolutional positional embedding (must divide embed_dim)"),
         ("final_dim", "width of the pre-training heads"),
+        ("num_classes", "HuBERT: k-means clusters the pre-training predicts"),
         ("seed", "random seed of the initialisation"),
     ):
         group.add_argument(f"--{name}", type=int, default=None, help=help_text)
@@ -92,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         parser.error(str(e))
     logging.info(
-        "Wrote %s: %d parameters, model_cfg %s",
+        "Wrote %s: %d parameters, model config %s",
         args.output,
         checkpoint_num_params(checkpoint),
-        checkpoint["model_cfg"],
+        checkpoint.get("model_cfg", checkpoint.get("config", {}).get("encoder_conf")),
     )
 
 
