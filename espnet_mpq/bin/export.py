@@ -5,8 +5,10 @@ Usage:
         --asr_model_file exp/asr_joint/valid.loss.ave.pth --output exp/asr_joint/model.mpq \
         [--output_bit_config exp/asr_joint/bits.yaml] [--output_report exp/asr_joint/size.json]
 
-Layers still searching are fixed at argmax(lambda) first; scales never
-initialised (post-training quantization) are initialised from the weights. The
+Layers still searching are fixed at argmax(lambda) first (a searching layer whose
+logits are all equal, as in a 32-bit checkpoint given with a joint config, is
+refused: it never searched); scales never initialised (post-training
+quantization) are initialised from the weights. The
 report gives, for the whole model and the SSL upstream, the parameter count,
 average bits, exact storage bits and compression ratio against 32-bit, and the
 packed file's size. Every output is written atomically, with mode 0644 (less the
@@ -31,7 +33,7 @@ import torch
 from espnet_mpq.bin.cli import run
 from espnet_mpq.core.accounting import storage_report
 from espnet_mpq.core.packed_file import save_packed
-from espnet_mpq.core.transform import bit_widths, fix_bit_widths, initialize_scales
+from espnet_mpq.core.transform import bit_widths, fix_bit_widths, initialize_scales, quantized_layers
 from espnet_mpq.quantizers import write_bit_config
 from espnet_mpq.register import register
 
@@ -46,12 +48,28 @@ def write_json(path: Path, data: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def refuse_unsearched(model, model_file: Path) -> None:
+    """A searching layer whose architecture logits are all equal never searched: its argmax means nothing.
+
+    That is what a model file without search state gives (a 32-bit checkpoint under a joint
+    config loads, as post-training quantization needs): refuse rather than export arbitrary bits.
+    """
+    unsearched = [name for name, s in quantized_layers(model)
+                  if not s.is_fixed and len(s.candidate_bits) > 1 and bool((s.arch_logits == s.arch_logits[0]).all())]
+    if unsearched:
+        raise ValueError(
+            f"{model_file}: {len(unsearched)} searching layer(s) never learned a bit-width (equal architecture "
+            f"logits, e.g. {unsearched[0]!r}): the file holds no search state; export the searching run's own "
+            "checkpoint (e.g. its latest.pth)")
+
+
 def export(config: Path, model_file: Path, output: Path | None, bit_config: Path | None, report: Path | None) -> dict:
     register()
     from espnet_mpq.asr.task import MpqASRTask
 
     model, _ = MpqASRTask.build_model_from_file(config, model_file, "cpu")
     model.eval()
+    refuse_unsearched(model, model_file)
     initialize_scales(model)
     fix_bit_widths(model)
     whole, upstream = storage_report(model), storage_report(model.frontend.upstream)
