@@ -287,7 +287,7 @@ def checkpoint_faults(s: Setup) -> None:
     (root / "empty.pth").write_bytes(b"")
     export_variant("empty .pth (export)", root / "empty.pth", "empty.pth", same_bits)
     export_variant("32-bit .pth with the joint config (export)", s.fp32 / "valid.loss.best.pth",
-                   "does not fit", same_bits)
+                   "valid.loss.best.pth", same_bits)
     out = root / "decode_truncated"
     record("checkpoint: truncated .pth (decode)", decode(s, truncated, out), "truncated.pth",
            lambda: hyps_of(out) == s.hyps, checked="hypotheses equal the intact model's")
@@ -593,7 +593,7 @@ def interrupted_faults(s: Setup) -> None:
                                    *teacher_init), cwd=out.parent, timeout=TRAIN_TIMEOUT_S)
     record("interrupted: joint training stopped after epoch 1 and resumed", (outcome[0], "", outcome[2]), None,
            lambda: model_bits(out / "config.yaml", out / "2epoch.pth") == s.bits,
-           message="resumed from epoch 1 to epoch 2")
+           message="resumed from epoch 1 to 2; checked: bit-widths equal the uninterrupted run's")
 
     # Killed while writing checkpoint.pth (ESPnet writes it in place), then resumed.
     broken = root / "joint_broken_checkpoint"
@@ -609,7 +609,7 @@ def interrupted_faults(s: Setup) -> None:
     outcome = sh([str(RECIPE / "utils" / "run_local.sh"), str(log), "echo", "second run"], cwd=RECIPE)
     record("interrupted: job log of a resumed stage (run_local.sh)", outcome, None,
            lambda: "first run" in log.read_text() and "second run" in log.read_text(),
-           message="train.log keeps both runs")
+           message="checked: the job's log holds both runs")
 
     # Stage 10 after an interrupted stage 8 (a model file but no .done).
     work = fake_recipe_work(s, root / "recipe_no_done", done=False)
