@@ -22,7 +22,8 @@ import pytest
 import torch
 import yaml
 
-from espnet_mpq.core.supernet import SEARCHING
+from espnet_mpq.core.budget import SizeTarget, allocate
+from espnet_mpq.core.transform import quantized_layers
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -96,7 +97,7 @@ def model_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def buffers(state: dict, suffix: str) -> dict[str, torch.Tensor]:
-    """The quantized layers' ``suffix`` entries (e.g. fixed_index), keyed by layer name."""
+    """The quantized layers' ``suffix`` entries (e.g. fixed_onehot), keyed by layer name."""
     marker = ".parametrizations.weight.0."
     return {k.split(marker)[0]: v for k, v in state.items() if k.endswith(marker + suffix)}
 
@@ -204,12 +205,11 @@ def test_register_is_idempotent():
 
 # ---- joint: search, fixed bit-widths, reported figures, resume ---------------------------------
 
-def test_joint_searches_during_search_length_and_ends_with_every_bit_width_fixed(joint, joint_final):
-    searching_after_epoch_1 = buffers(joint.after_first, "fixed_index")
-    fixed_at_the_end = buffers(joint_final, "fixed_index")
-    assert searching_after_epoch_1 and set(searching_after_epoch_1) == set(fixed_at_the_end)
-    assert all(int(v) == SEARCHING for v in searching_after_epoch_1.values())
-    assert all(int(v) != SEARCHING for v in fixed_at_the_end.values())
+def test_joint_fixes_every_bit_width_when_its_search_ends_with_epoch_1(joint, joint_final):
+    fixed_after_epoch_1 = buffers(joint.after_first, "fixed_onehot")
+    assert fixed_after_epoch_1 and all(sorted(v.tolist())[-2:] == [0.0, 1.0] for v in fixed_after_epoch_1.values())
+    assert all(torch.equal(v, buffers(joint_final, "fixed_onehot")[n]) for n, v in fixed_after_epoch_1.items())
+    assert "search finished at progress 1.000" in joint.first.log
 
 
 def test_joint_reports_realised_average_bits_and_compression_ratio_in_espnets_epoch_results(joint, joint_export):
@@ -224,7 +224,8 @@ def test_joint_reports_realised_average_bits_and_compression_ratio_in_espnets_ep
 def test_joint_reports_the_distillation_loss_and_the_search_figures(joint):
     searching = joint.first.epoch_results(1)
     assert float(re.search(r"loss_kd=([\d.]+)", searching).group(1)) > 0
-    for key in ("loss_task", "loss_size", "expected_avg_bits", "tau"):
+    for key in ("loss_task", "loss_size", "expected_avg_bits", "argmax_avg_bits", "projected_avg_bits",
+                "mean_max_prob", "tau"):
         assert f" {key}=" in searching, key
     assert "loss_kd=" in joint.resumed.epoch_results(2)
 
@@ -235,13 +236,18 @@ def test_resume_continues_the_training_progress(joint, joint_final):
     assert int(joint_final["mpq_iteration"]) == 2 * BATCHES_PER_EPOCH
 
 
-def test_resume_fixes_the_bit_widths_the_first_run_had_learned(joint, joint_final):
+def test_the_fixed_bits_are_the_budget_allocation_of_the_learned_logits_and_keep_the_target(
+        joint, joint_final, joint_export):
     learned = buffers(joint.after_first, "arch_logits")
     assert any(v.abs().max() > 0 for v in learned.values())  # the search moved the logits
-    final = buffers(joint_final, "arch_logits")
-    assert all(torch.equal(final[n], learned[n]) for n in learned)  # restored, then frozen once fixed
-    chosen = {n: int(v.argmax()) for n, v in learned.items()}
-    assert {n: int(v) for n, v in buffers(joint_final, "fixed_index").items()} == chosen
+    assert all(torch.equal(buffers(joint_final, "arch_logits")[n], v) for n, v in learned.items())  # frozen
+    searching = build_model(joint.first.out / "config.yaml")  # a fresh model, still searching
+    with torch.no_grad():
+        for name, s in quantized_layers(searching):
+            s.arch_logits.copy_(learned[name])
+    expected = allocate(searching, SizeTarget(avg_bits=3.0))
+    assert {n: int(v.argmax()) for n, v in buffers(joint_final, "fixed_onehot").items()} == expected
+    assert 2.95 <= joint_export["report"]["model"]["average_bits"] <= 3.0
 
 
 def test_resume_keeps_the_annealed_temperature(joint, joint_final):
@@ -364,7 +370,8 @@ def test_the_matching_teacher_is_accepted(teacher, workdir):
 def test_a_bit_config_that_does_not_match_the_models_layers_is_rejected(teacher, workdir):
     bit_config = workdir / "wrong_bits.yaml"
     bit_config.write_text(yaml.safe_dump({"frontend.upstream.upstream.model.encoder.layers.7.fc1": 4}))
-    frontend_conf = {"quantizer": "two_stage", "quantizer_conf": {"bit_config": str(bit_config)}}
+    frontend_conf = {"quantizer": "two_stage", "quantizer_conf": {"bit_config": str(bit_config),
+                                                                  "target_avg_bits": 4.0}}
     config = edited_config(teacher.out / "config.yaml", workdir / "wrong_bits_model.yaml", frontend_conf=frontend_conf)
     message = r"does not match the model's quantized layers: missing .*unknown .*layers\.7\.fc1"
     with pytest.raises(ValueError, match=message):
@@ -397,7 +404,8 @@ def free_port() -> int:
 def test_joint_trains_in_two_gloo_ddp_processes_on_cpu(tiny_asr_corpus, tiny_hubert_ckpt, workdir):
     """ESPnet's --multiprocessing_distributed needs GPUs; on CPU each rank is started by hand."""
     config = write_config(workdir / "ddp.yaml", "hubert_local", tiny_hubert_ckpt, "joint",
-                          {"candidate_bits": [2, 4, 8], "search_length": 1, "schedule_unit": "iteration"},
+                          {"candidate_bits": [2, 4, 8], "search_length": 1, "schedule_unit": "iteration",
+                           "target_avg_bits": 4.0},
                           {"size_penalty_weight": 1.0})
     out = workdir / "ddp"
     env = {**os.environ, "MASTER_ADDR": "localhost", "MASTER_PORT": str(free_port())}
@@ -415,4 +423,4 @@ def test_joint_trains_in_two_gloo_ddp_processes_on_cpu(tiny_asr_corpus, tiny_hub
     assert "1epoch results" in logs[0]
     final = model_state(out / "1epoch.pth")
     assert int(final["mpq_iteration"]) == 2  # each rank trains on half of each batch of 4 utterances
-    assert all(int(v) != SEARCHING for v in buffers(final, "fixed_index").values())
+    assert all(float(v.sum()) == 1.0 for v in buffers(final, "fixed_onehot").values())

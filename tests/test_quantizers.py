@@ -36,10 +36,19 @@ def test_unknown_option_lists_the_allowed_ones():
         ("joint", {"candidate_bits": []}, "empty"),
         ("joint", {"candidate_bits": [4, 4, 8]}, "strictly increasing"),
         ("joint", {"candidate_bits": [2, 4], "target_avg_bits": 1.5}, "target_avg_bits=1.5 .* smallest"),
-        ("joint", {"tau_end": 0}, "tau_end=0 is not allowed"),
-        ("joint", {"schedule_unit": "step"}, "'epoch' or 'iteration'"),
-        ("joint", {"modules": ["everything"]}, "choose from"),
-        ("two_stage", {"bit_config": "/nonexistent/bits.yaml"}, "no such file"),
+        ("joint", {"tau_end": 0, "target_avg_bits": 4}, "tau_end=0 is not allowed"),
+        ("joint", {"schedule_unit": "step", "target_avg_bits": 4}, "'epoch' or 'iteration'"),
+        ("joint", {"modules": ["everything"], "target_avg_bits": 4}, "choose from"),
+        ("joint", {}, "target_avg_bits=None is not allowed: give target_avg_bits or size_budget_mb"),
+        ("joint", {"target_avg_bits": 3, "size_budget_mb": 2.0}, "size_budget_mb=2.0 .* not both"),
+        ("joint", {"target_avg_bits": 3, "search_length": 0}, "search_length=0 is not allowed: it must be > 0"),
+        ("joint", {"target_avg_bits": 3, "allocation": "greedy"}, r"allocation='greedy' .* \['budget', 'argmax'\]"),
+        ("joint", {"target_avg_bits": 3, "arch_lr": "fast"}, "arch_lr='fast' is not allowed: it must be a number"),
+        ("joint", {"target_avg_bits": "3.5"}, "target_avg_bits='3.5' is not allowed: it must be a number or null"),
+        ("joint", {"target_avg_bits": 3, "compile": "yes"}, "compile='yes' is not allowed: it must be true or false"),
+        ("uniform", {"bits": 4.0}, "bits=4.0 is not allowed: it must be an integer"),
+        ("uniform", {"modules": []}, r"modules=\[\] is not allowed: quantizer 'uniform' needs at least one group"),
+        ("two_stage", {"bit_config": "/nonexistent/bits.yaml", "target_avg_bits": 4}, "no such file"),
     ],
 )
 def test_bad_options_fail_at_construction_naming_the_value(name, conf, message):
@@ -48,7 +57,7 @@ def test_bad_options_fail_at_construction_naming_the_value(name, conf, message):
 
 
 def test_temperature_anneals_exponentially_over_the_search():
-    config = build_config("joint", {"tau_start": 1.0, "tau_end": 0.01, "search_length": 4})
+    config = build_config("joint", {"tau_start": 1.0, "tau_end": 0.01, "search_length": 4, "target_avg_bits": 4})
     assert config.temperature(0) == pytest.approx(1.0)
     assert config.temperature(2) == pytest.approx(0.1)
     assert config.temperature(4) == pytest.approx(0.01)
@@ -56,18 +65,24 @@ def test_temperature_anneals_exponentially_over_the_search():
     assert not config.search_done(3.99) and config.search_done(4)
 
 
-def test_two_stage_search_is_never_fixed_during_its_run():
-    assert not build_config("two_stage", {"search_length": 2}).search_done(100)
+def test_two_stage_search_ends_where_joints_search_ends():
+    conf = {"search_length": 2, "target_avg_bits": 3.0}
+    two_stage, joint = build_config("two_stage", conf), build_config("joint", conf)
+    assert [two_stage.search_done(p) for p in (1.9, 2.0)] == [joint.search_done(p) for p in (1.9, 2.0)] == [False, True]
 
 
-def test_size_budget_replaces_the_bit_target():
+def test_size_budget_is_the_only_target_when_given():
     config = build_config("joint", {"size_budget_mb": 10.0})
-    assert config.target_avg_bits is None
+    assert config.target_avg_bits is None and config.size_target().size_mb == 10.0
+
+
+def test_none_quantizer_accepts_no_modules():
+    assert build_config("none", {"modules": []}).layer_candidates() is None
 
 
 def test_penalties_are_zero_at_the_target_and_grow_above_it():
-    hinge = build_config("joint", {"penalty": "hinge"})
-    squared = build_config("joint", {"penalty": "squared"})
+    hinge = build_config("joint", {"penalty": "hinge", "target_avg_bits": 3})
+    squared = build_config("joint", {"penalty": "squared", "target_avg_bits": 3})
     t = torch.tensor
     assert hinge.size_penalty(t(3.0), 3.0) == 0 and hinge.size_penalty(t(2.0), 3.0) == 0
     assert hinge.size_penalty(t(4.5), 3.0) == pytest.approx(0.5)
@@ -110,7 +125,7 @@ def test_bit_config_round_trips_and_drives_two_stage_training(tmp_path):
     names = select_layers(up, ["transformer"])
     path = tmp_path / "bits.yaml"
     write_bit_config(path, {f"frontend.{n}": (2 if i % 2 else 8) for i, n in enumerate(names)})
-    config = build_config("two_stage", {"bit_config": str(path)})
+    config = build_config("two_stage", {"bit_config": str(path), "target_avg_bits": 4})
     assert apply_quantizer(config, up, ["transformer"], bit_config_prefix="frontend.") == names
     assert {f"frontend.{k}": v for k, v in bit_widths(up).items()} == read_bit_config(path)
     assert all(s.is_fixed for _, s in quantized_layers(up))
@@ -119,7 +134,7 @@ def test_bit_config_round_trips_and_drives_two_stage_training(tmp_path):
 def test_bit_config_that_does_not_match_the_layers_is_reported(tmp_path):
     path = tmp_path / "bits.yaml"
     write_bit_config(path, {"frontend.encoder.layers.0.fc1": 4, "frontend.encoder.layers.9.fc1": 4})
-    config = TwoStageConfig(bit_config=str(path))
+    config = TwoStageConfig(bit_config=str(path), target_avg_bits=4)
     with pytest.raises(ValueError, match=r"does not match the model's quantized layers: missing .* unknown "
                                          r"\['frontend.encoder.layers.9.fc1'\]"):
         apply_quantizer(config, FakeUpstream(), ["transformer"], bit_config_prefix="frontend.")
@@ -130,3 +145,11 @@ def test_bit_config_with_bad_bits_is_reported(tmp_path):
     path.write_text("a.b: 12\n")
     with pytest.raises(ValueError, match=r"layer 'a.b': bit-width 12 is not allowed"):
         read_bit_config(path)
+
+
+def test_bit_config_with_bits_outside_the_candidates_is_refused(tmp_path):
+    path = tmp_path / "bits.yaml"
+    write_bit_config(path, {"frontend.encoder.layers.0.fc1": 3, "frontend.encoder.layers.0.fc2": 4})
+    with pytest.raises(ValueError, match=r"layer 'frontend.encoder.layers.0.fc1' has 3 bits .* not among "
+                                         r"candidate_bits \[2, 4, 8\]"):
+        build_config("two_stage", {"bit_config": str(path), "target_avg_bits": 4, "candidate_bits": [2, 4, 8]})

@@ -6,9 +6,19 @@
 
     KL = (1 / F) sum_{b,t valid} sum_v p_T(v) (log p_T(v) - log p_S(v)),  p = softmax(logits / kd_temperature)
 
-over the F valid frames of the batch. E is the expected average bits of the
-quantized weights (or the expected size in MB of the quantized model when the
-quantizer has ``size_budget_mb``), T its target (see espnet_mpq.quantizers).
+over the F valid frames of the batch (teacher and student posteriors cut to the
+frames both have). E is the expected average bits of the quantized weights (or the
+expected size in MB of the model when the quantizer has ``size_budget_mb``), T its
+target (see espnet_mpq.quantizers). A target the model's quantized layers cannot meet
+is refused when the model is built.
+
+Search schedule: progress p counts fractional epochs, or optimizer steps (training
+forwards / accum_grad) with ``schedule_unit: iteration``. While p < search_length,
+tau follows the quantizer's annealing; at p >= search_length every layer is fixed by
+the quantizer's ``allocation`` rule (espnet_mpq.core.budget), once, on every rank alike.
+Each training forward reports expected_avg_bits, argmax_avg_bits, projected_avg_bits
+(the bits the allocation would deploy now; refreshed every PROJECTION_INTERVAL
+forwards), mean_max_prob and tau to ESPnet's reporter (train.log, tensorboard).
 
 The teacher (an ESPnet ASR model: its config.yaml and model file) is loaded when
 training starts, kept frozen and in eval mode, and is not a sub-module, so it is
@@ -30,15 +40,12 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_mpq.asr.frontend import FRONTEND_PREFIX, S3prlMpqFrontend
 from espnet_mpq.core.accounting import expected_size_mb, storage_report
-from espnet_mpq.core.transform import (
-    expected_average_bits,
-    fix_bit_widths,
-    quantized_layers,
-    set_temperature,
-)
+from espnet_mpq.core.budget import arch_lr_scales, check_target, fix_to_allocation, search_summary
+from espnet_mpq.core.transform import expected_average_bits, quantized_layers, set_temperature
 from espnet_mpq.quantizers import DOWNSTREAM, JointConfig, NoneConfig, apply_quantizer
 
 ARCH_LOGITS = "arch_logits"
+PROJECTION_INTERVAL = 20  # training forwards between two computations of projected_avg_bits
 
 
 class MpqESPnetModel(ESPnetASRModel):
@@ -74,44 +81,86 @@ class MpqESPnetModel(ESPnetASRModel):
         self.quantizer = self.frontend.quantizer_config
         if DOWNSTREAM in self.quantizer.modules:
             apply_quantizer(self.quantizer, self, [DOWNSTREAM], exclude_prefix=FRONTEND_PREFIX)
-        # Training progress: iterations (training forwards) and epochs, saved with the model.
+        self._searches = isinstance(self.quantizer, JointConfig) and self.quantizer.searches
+        if self._searches:
+            check_target(self, self.quantizer.size_target())
+        # Training progress: iterations (training forwards) and epochs, saved with the model;
+        # forward reads the Python mirrors (no device-to-host reads).
         self.register_buffer("mpq_iteration", torch.tensor(0, dtype=torch.long))
         self.register_buffer("mpq_epoch_start", torch.tensor(0.0))  # completed epochs when this epoch began
         self.register_buffer("mpq_epoch_iteration", torch.tensor(0, dtype=torch.long))
         self.register_buffer("mpq_epoch_length", torch.tensor(0, dtype=torch.long))  # 0: unknown
+        self._progress_state = {"iteration": 0, "epoch_start": 0.0, "epoch_iteration": 0, "epoch_length": 0}
+        self._accum_grad = 1
+        self._searching = self._searches
+        self._projected: dict[str, float] = {}
+        self._fixed_report: Optional[dict] = None
         self._last_encoder_out = None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._progress_state = {
+            "iteration": int(self.mpq_iteration), "epoch_start": float(self.mpq_epoch_start),
+            "epoch_iteration": int(self.mpq_epoch_iteration), "epoch_length": int(self.mpq_epoch_length),
+        }
+        self._searching = None  # re-derived from the layers at the next use
+        self._fixed_report = None
+
     # ---- schedule -------------------------------------------------------------
-    def start_epoch(self, epoch: int, num_iterations: Optional[int]) -> None:
-        """Called by the trainer before epoch ``epoch`` (1-based) with its length when known."""
-        self.mpq_epoch_start.fill_(float(epoch - 1))
+    def start_epoch(self, epoch: int, num_iterations: Optional[int], accum_grad: int = 1) -> None:
+        """Called by the trainer before epoch ``epoch`` (1-based) with its length when known.
+
+        An epoch-unit search needs the epoch's length to follow fractional epochs: without
+        it (an iterator with no len()) the previous epoch's count is used, and the first
+        epoch is refused.
+        """
+        state = self._progress_state
+        if not num_iterations and state["epoch_iteration"] > 0:
+            num_iterations = state["epoch_iteration"]  # the previous epoch's length
+        if not num_iterations and self.searching and self.quantizer.schedule_unit == "epoch":
+            raise ValueError(
+                f"quantizer_conf schedule_unit='epoch' needs the length of epoch {epoch}, and the training "
+                "iterator has no len(): use schedule_unit: iteration with search_length in optimizer steps"
+            )
+        state.update(epoch_start=float(epoch - 1), epoch_iteration=0, epoch_length=int(num_iterations or 0))
+        self.mpq_epoch_start.fill_(state["epoch_start"])
         self.mpq_epoch_iteration.zero_()
-        if num_iterations:
-            self.mpq_epoch_length.fill_(num_iterations)
+        self.mpq_epoch_length.fill_(state["epoch_length"])
+        self._accum_grad = max(int(accum_grad), 1)
+        self._update_schedule()
+
+    def end_epoch(self) -> None:
+        """Called by the trainer after the epoch's last batch: fixes a search that ends here."""
         self._update_schedule()
 
     def progress(self) -> float:
-        """Training progress in the quantizer's schedule_unit (epochs may be fractional)."""
+        """Training progress in the quantizer's schedule_unit (fractional epochs, or optimizer steps)."""
+        state = self._progress_state
         if getattr(self.quantizer, "schedule_unit", "epoch") == "iteration":
-            return float(self.mpq_iteration)
-        length = int(self.mpq_epoch_length)
-        within = min(int(self.mpq_epoch_iteration) / length, 1.0) if length else 0.0
-        return float(self.mpq_epoch_start) + within
+            return float(state["iteration"] // self._accum_grad)
+        length = state["epoch_length"]
+        within = min(state["epoch_iteration"] / length, 1.0) if length else 0.0
+        return state["epoch_start"] + within
 
     def _update_schedule(self) -> None:
-        config = self.quantizer
-        if not (isinstance(config, JointConfig) and config.searches):
+        if not self.searching:
             return
-        if self.searching and config.search_done(self.progress()):
-            bits = fix_bit_widths(self)
+        config = self.quantizer
+        if config.search_done(self.progress()):
+            bits = fix_to_allocation(self, config.size_target(), config.allocation)
+            self._searching = False
+            report = storage_report(self)
             logging.info(f"mpq: search finished at progress {self.progress():.3f} ({config.schedule_unit}); "
-                         f"bit-widths fixed, average {storage_report(self).average_bits:.3f} bits; {bits}")
-        elif self.searching:
+                         f"bit-widths fixed by allocation '{config.allocation}' for {config.size_target().describe()}: "
+                         f"average {report.average_bits:.3f} bits, {report.size_mb:.4f} MB; {bits}")
+        else:
             set_temperature(self, config.temperature(self.progress()))
 
     @property
     def searching(self) -> bool:
-        return any(not s.is_fixed for _, s in quantized_layers(self))
+        if self._searching is None:
+            self._searching = self._searches and any(not s.is_fixed for _, s in quantized_layers(self))
+        return self._searching
 
     # ---- teacher -------------------------------------------------------------
     def load_teacher(self) -> None:
@@ -143,6 +192,8 @@ class MpqESPnetModel(ESPnetASRModel):
             self._update_schedule()
             self.mpq_iteration += 1
             self.mpq_epoch_iteration += 1
+            self._progress_state["iteration"] += 1
+            self._progress_state["epoch_iteration"] += 1
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         encoder_out, encoder_out_lens = self._last_encoder_out
         self._last_encoder_out = None
@@ -152,22 +203,40 @@ class MpqESPnetModel(ESPnetASRModel):
             kd = self._kd_loss(speech, speech_lengths, encoder_out, encoder_out_lens)
             loss = loss + self.kd_weight * kd
             stats["loss_kd"] = kd.detach()
-        if isinstance(self.quantizer, JointConfig) and self.searching:
+        if self.searching:
             expected = self._expected_size()
             penalty = self.quantizer.size_penalty(expected, self._size_target())
             loss = loss + self.size_penalty_weight * penalty
             stats["loss_size"] = penalty.detach()
-            stats["expected_avg_bits"] = expected_average_bits(self).detach()
-            stats["tau"] = float(next(s for _, s in quantized_layers(self) if not s.is_fixed).tau)
-        if not isinstance(self.quantizer, NoneConfig):
-            report = storage_report(self)
-            stats["avg_bits"] = report.average_bits
-            stats["compression_ratio"] = report.compression_ratio
-            stats["compression_ratio_upstream"] = storage_report(self.frontend.upstream).compression_ratio
+            stats.update(self._search_stats())
+        elif not isinstance(self.quantizer, NoneConfig):
+            stats.update(self._fixed_stats())
         stats["loss"] = loss.detach()
         # Scalars as 1-dim tensors, as ESPnet's own forward returns them: its DDP / DataParallel
         # averaging of the stats requires every entry to have the shape of ``weight``.
         return force_gatherable((loss, stats, weight), loss.device)
+
+    def _search_stats(self) -> dict:
+        """Search figures (one device transfer); the projection is refreshed every PROJECTION_INTERVAL forwards."""
+        config = self.quantizer
+        refresh = not self._projected or self._progress_state["iteration"] % PROJECTION_INTERVAL == 0
+        summary = search_summary(self, config.size_target() if refresh else None, config.allocation)
+        if "projected_avg_bits" in summary:
+            self._projected = {"projected_avg_bits": summary["projected_avg_bits"]}
+        summary.update(self._projected)
+        summary["tau"] = config.temperature(self.progress())
+        return summary
+
+    def _fixed_stats(self) -> dict:
+        """Deployed bits and compression ratios, computed once the bit-widths are fixed."""
+        if self._fixed_report is None:
+            report = storage_report(self)
+            self._fixed_report = {
+                "avg_bits": report.average_bits,
+                "compression_ratio": report.compression_ratio,
+                "compression_ratio_upstream": storage_report(self.frontend.upstream).compression_ratio,
+            }
+        return self._fixed_report
 
     def _expected_size(self) -> torch.Tensor:
         """Expected average bits, or expected model size in MB when the quantizer has a size budget."""
@@ -188,19 +257,27 @@ class MpqESPnetModel(ESPnetASRModel):
             t_out = t_out[0] if isinstance(t_out, tuple) else t_out
             t_logp = F.log_softmax(teacher.ctc.ctc_lo(t_out) / self.kd_temperature, dim=-1)  # (B, T, V)
         s_logp = F.log_softmax(self.ctc.ctc_lo(encoder_out) / self.kd_temperature, dim=-1)  # (B, T, V)
-        frames = min(t_logp.size(1), s_logp.size(1))
+        frames = min(t_logp.size(1), s_logp.size(1))  # T: the frames both have
+        t_logp, s_logp = t_logp[:, :frames], s_logp[:, :frames]  # (B, T, V)
         mask = torch.arange(frames, device=speech.device)[None, :] < encoder_out_lens[:, None]  # (B, T)
-        kl = (t_logp.exp() * (t_logp - s_logp[:, :frames]))[:, :frames].sum(-1)  # (B, T)
+        kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (B, T)
         return (kl * mask).sum() / mask.sum().clamp_min(1)
 
     # ---- optimizer groups ------------------------------------------------------
     def optimizer_param_groups(self) -> list[dict]:
-        """Parameters in two groups: the architecture logits get arch_lr and no weight decay."""
-        arch = [p for n, p in self.named_parameters() if n.endswith(ARCH_LOGITS)]
+        """The model's parameters, then, for a search, one group per quantized layer's logits.
+
+        Layer l's logits get lr = arch_lr * n_l / max n and no weight decay (the size
+        weighting that survives Adam, see espnet_mpq.core.budget). The groups do not
+        depend on the mode, so a resumed run finds the optimizer state it saved.
+        """
         rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]
         groups = [{"params": rest}]
-        if arch and isinstance(self.quantizer, JointConfig):
-            groups.append({"params": arch, "lr": self.quantizer.arch_lr, "weight_decay": 0.0})
+        if self._searches:
+            scales = arch_lr_scales(self)
+            for name, s in quantized_layers(self):
+                groups.append({"params": [s.arch_logits], "lr": self.quantizer.arch_lr * scales[name],
+                               "weight_decay": 0.0})
         return groups
 
 

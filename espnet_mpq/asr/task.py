@@ -1,10 +1,14 @@
 """ASRTask and Trainer subclasses that drive the ``mpq`` model; everything else is ESPnet's own.
 
-- MpqTrainer tells the model where training is (epoch and its length) before each
-  epoch, and loads the teacher before the first step, so a bad teacher stops the
-  run before any training.
-- MpqASRTask gives the architecture logits their own learning rate and no weight
-  decay, uses MpqTrainer, and builds models from packed low-bit files too.
+- MpqTrainer tells the model where training is (epoch, its length, accum_grad)
+  before each epoch, and loads the teacher before the first step, so a bad teacher
+  stops the run before any training. A search under DataParallel (``--ngpu`` > 1
+  without ``--multiprocessing_distributed``) is refused: its per-forward replicas
+  would drop the search's state (progress, the switch to fixed bit-widths).
+- MpqASRTask gives each layer's architecture logits their own learning rate and no
+  weight decay (refusing ``--sharded_ddp`` / ``--exclude_weight_decay``, whose
+  optimizers would silently give the logits the main LR and weight decay), uses
+  MpqTrainer, and builds models from packed low-bit files too.
 """
 from __future__ import annotations
 
@@ -24,8 +28,15 @@ def _unwrap(model):
 class MpqTrainer(Trainer):
     @classmethod
     def run(cls, model, *args, **kwargs):
-        if isinstance(_unwrap(model), MpqESPnetModel):
-            _unwrap(model).load_teacher()
+        distributed = kwargs.get("distributed_option", args[-1] if args else None)
+        if isinstance(model, MpqESPnetModel):
+            if model.searching and getattr(distributed, "ngpu", 0) > 1 and not getattr(distributed, "distributed", 1):
+                raise ValueError(
+                    f"--ngpu {distributed.ngpu} without --multiprocessing_distributed true trains with DataParallel, "
+                    "whose per-forward replicas drop the bit-width search's state: use "
+                    "--multiprocessing_distributed true, or --ngpu 1"
+                )
+            model.load_teacher()
         return super().run(model, *args, **kwargs)
 
     @classmethod
@@ -36,8 +47,12 @@ class MpqTrainer(Trainer):
                 length = len(iterator)
             except TypeError:
                 length = None
-            inner.start_epoch(reporter.get_epoch(), length)
-        return super().train_one_epoch(model, iterator, optimizers, schedulers, scaler, reporter, *args, **kwargs)
+            options = args[1] if len(args) > 1 else kwargs.get("options")
+            inner.start_epoch(reporter.get_epoch(), length, getattr(options, "accum_grad", 1))
+        result = super().train_one_epoch(model, iterator, optimizers, schedulers, scaler, reporter, *args, **kwargs)
+        if isinstance(inner, MpqESPnetModel):
+            inner.end_epoch()  # a search that ends with this epoch is fixed before validation and the checkpoint
+        return result
 
 
 class MpqASRTask(ASRTask):
@@ -46,7 +61,16 @@ class MpqASRTask(ASRTask):
     @classmethod
     def build_optimizers(cls, args, model):
         inner = _unwrap(model)
-        if not isinstance(inner, MpqESPnetModel) or args.sharded_ddp or args.exclude_weight_decay:
+        if not isinstance(inner, MpqESPnetModel):
+            return super().build_optimizers(args, model)
+        for flag in ("sharded_ddp", "exclude_weight_decay"):
+            if getattr(args, flag, False) and len(inner.optimizer_param_groups()) > 1:
+                raise ValueError(
+                    f"--{flag} true is not supported with quantizer '{inner.quantizer.name}': its optimizer would "
+                    "give the architecture logits the main learning rate and weight decay; set --"
+                    f"{flag} false"
+                )
+        if args.sharded_ddp or args.exclude_weight_decay:
             return super().build_optimizers(args, model)
         from espnet2.tasks.abs_task import optim_classes
 

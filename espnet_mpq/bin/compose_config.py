@@ -21,12 +21,19 @@ presets, without copies, on top of the recipe's own model config:
 ``--set key.sub=value`` parses ``value`` as YAML (``3`` is an int, ``null`` is
 None, ``[2, 4]`` a list); a dotted key creates missing mappings. The output is
 written atomically (temporary name, then rename).
+
+``--two_stage_search`` turns a composed two_stage config into its stage 1: the run
+stops when joint's search phase would end. With ``schedule_unit: epoch`` that is
+max_epoch = ceil(search_length) (a fractional search_length trains the rest of its
+last epoch at the fixed bits); with ``iteration`` it is one epoch of
+num_iters_per_epoch = ceil(search_length) * accum_grad batches.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +91,21 @@ def compose(base: str | Path, presets: list[str | Path] = (), overrides: list[st
     return config
 
 
+def two_stage_search(config: dict) -> dict:
+    """The stage-1 (search-only) config of a two_stage config, as the module docstring says."""
+    from espnet_mpq.quantizers import build_config
+
+    frontend = config.get("frontend_conf") or {}
+    quantizer = build_config(frontend.get("quantizer", "none"), frontend.get("quantizer_conf"))
+    if quantizer.name != "two_stage" or not quantizer.searches:
+        raise ValueError(f"--two_stage_search needs quantizer two_stage without bit_config, got "
+                         f"quantizer {quantizer.name!r}" + (" with a bit_config" if quantizer.name == "two_stage" else ""))
+    length = math.ceil(quantizer.search_length)
+    if quantizer.schedule_unit == "epoch":
+        return deep_merge(config, {"max_epoch": length})
+    return deep_merge(config, {"max_epoch": 1, "num_iters_per_epoch": length * int(config.get("accum_grad", 1))})
+
+
 def write_yaml_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -98,6 +120,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="config merged over the base, in order (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                         help="override merged last, value parsed as YAML (repeatable)")
+    parser.add_argument("--two_stage_search", action="store_true",
+                        help="write stage 1 of a two_stage config: train only as long as joint's search")
     parser.add_argument("--output", required=True, type=Path, help="composed config to write")
     return parser.parse_args(argv)
 
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args(argv)
     try:
         config = compose(args.base, args.preset, args.overrides)
+        if args.two_stage_search:
+            config = two_stage_search(config)
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise SystemExit(f"compose_config: {error}")
     write_yaml_atomic(args.output, config)
