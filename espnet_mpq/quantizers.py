@@ -7,15 +7,19 @@ YAML ``quantizer: NAME`` + ``quantizer_conf: {...}`` map onto ``build_config(NAM
                32-bit weights, no training
     uniform    quantization-aware training at one bit-width ``bits``
     joint      the one-stage method: bit-width search (Gumbel-Softmax supernet over
-               ``candidate_bits``) for ``search_length`` epochs/iterations, then the
-               bit-widths are fixed at argmax(lambda) and the same run trains on
-    two_stage  stage 1 (no ``bit_config``): the same search as ``joint`` (tau anneals
-               over ``search_length``), never fixed during the run; stage 2 (``bit_config: FILE``): quantization-aware training
-               with the bit-widths found by stage 1, from the 32-bit model
+               ``candidate_bits``) for ``search_length`` epochs/optimizer steps, then the
+               bit-widths are fixed by ``allocation`` and the same run trains on
+    two_stage  stage 1 (no ``bit_config``): exactly joint's search (same schedule,
+               allocation and target), run for ``search_length`` only (the recipe
+               composes that run with ``compose_config --two_stage_search``);
+               stage 2 (``bit_config: FILE``): quantization-aware training with the
+               bit-widths stage 1 fixed, from the 32-bit model, as long as joint's run
 
 Which layers are quantized is chosen by ``modules``, a list of groups:
 ``transformer`` (q/k/v/out projections, fc1, fc2 of every transformer layer and
-post_extract_proj), ``feature_extractor`` (the conv feature extractor),
+post_extract_proj; in torchaudio's models, as ESPnet's HuBERT pre-training makes them:
+attention q/k/v/out_proj, feed_forward intermediate_dense / output_dense and
+feature_projection.projection), ``feature_extractor`` (the conv feature extractor),
 ``pos_conv`` (the positional convolution), ``downstream`` (every Linear/Conv1d of
 the ESPnet model outside the frontend: encoder, decoder, CTC head).
 
@@ -26,7 +30,12 @@ expected model size E in MB, with ``size_budget_mb``) against the target T is
     squared: (E / T - 1)^2
 
 The temperature anneals exponentially, tau(p) = tau_start * (tau_end / tau_start)^(p / L),
-with p the training progress and L = ``search_length`` (both in ``schedule_unit``).
+with p the training progress and L = ``search_length`` (both in ``schedule_unit``:
+fractional epochs, or optimizer steps for ``iteration``). Each layer's logits learn
+at arch_lr * n_l / max n (see espnet_mpq.core.budget: Adam would otherwise erase the
+size weighting). At the end of the search ``allocation: budget`` fixes the most
+probable choice whose deployed size keeps the target (espnet_mpq.core.allocation);
+``argmax`` fixes each layer at argmax(lambda) and may miss it.
 """
 from __future__ import annotations
 
@@ -39,17 +48,33 @@ from typing import ClassVar
 import yaml
 from torch import nn
 
+from espnet_mpq.core.allocation import ALLOCATIONS
 from espnet_mpq.core.primitives import check_bits
 from espnet_mpq.core.supernet import check_candidate_bits
 from espnet_mpq.core.transform import QUANTIZABLE_TYPES, prepare
 
+# Layer-name patterns (re.search) of each group, for both upstream families: s3prl's
+# fairseq-style hubert/wav2vec2 (first pattern of each group) and torchaudio's
+# HuBERT/wav2vec2 as ESPnet's HuBERT task builds it (encoder torchaudio_hubert, loaded
+# through s3prl's espnet_hubert_local: ``...wav2vec2.encoder.transformer.layers.N.
+# attention.q_proj``, ``feed_forward.intermediate_dense``, ...). Pre-training heads
+# (final_proj, label embeddings) are never selected.
 MODULE_GROUPS = {
     "transformer": (
         r"encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)$",
         r"post_extract_proj$",
+        r"transformer\.layers\.\d+\.(attention\.(q_proj|k_proj|v_proj|out_proj)"
+        r"|feed_forward\.(intermediate_dense|output_dense))$",
+        r"encoder\.feature_projection\.projection$",
     ),
-    "feature_extractor": (r"feature_extractor\.conv_layers\.\d+\.0$",),
-    "pos_conv": (r"encoder\.pos_conv\.0$",),
+    "feature_extractor": (
+        r"feature_extractor\.conv_layers\.\d+\.0$",
+        r"feature_extractor\.conv_layers\.\d+\.conv$",
+    ),
+    "pos_conv": (
+        r"encoder\.pos_conv\.0$",
+        r"transformer\.pos_conv_embed\.conv$",
+    ),
 }
 DOWNSTREAM = "downstream"
 ALL_GROUPS = (*MODULE_GROUPS, DOWNSTREAM)
@@ -88,11 +113,17 @@ class QuantizerConfig:
     compile: bool = False  # fuse the quantization math with torch.compile (faster steps, one-off compile)
 
     def __post_init__(self):
+        _check_types(self)
         if isinstance(self.modules, str):
             self.modules = [self.modules]
+        if not isinstance(self.modules, list):
+            _fail("modules", self.modules, f"give a list of groups from {list(ALL_GROUPS)}")
         unknown = [m for m in self.modules if m not in ALL_GROUPS]
         if unknown:
             _fail("modules", unknown, f"choose from {list(ALL_GROUPS)}")
+        if not self.modules and self.layer_candidates() is not None:
+            _fail("modules", self.modules, f"quantizer '{self.name}' needs at least one group of {list(ALL_GROUPS)} "
+                  "(quantizer: none is the 32-bit model)")
         if self.scale_init not in ("mse", "max"):
             _fail("scale_init", self.scale_init, "use 'mse' or 'max'")
 
@@ -106,6 +137,30 @@ class QuantizerConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_NUMBER = (int, float)
+
+
+def _check_types(config: QuantizerConfig) -> None:
+    """Refuse a value whose type does not fit its field's annotation (bool, int, float, str, or None)."""
+    for f in dataclasses.fields(config):
+        value, ann = getattr(config, f.name), str(f.type)
+        if value is None and "None" in ann:
+            continue
+        base = ann.replace(" | None", "")
+        if base == "bool":
+            ok, what = isinstance(value, bool), "true or false"
+        elif base == "int":
+            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif base == "float":
+            ok, what = isinstance(value, _NUMBER) and not isinstance(value, bool), "a number"
+        elif base == "str":
+            ok, what = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            _fail(f.name, value, f"it must be {what}" + (" or null" if "None" in ann else ""))
 
 
 @dataclass
@@ -142,23 +197,30 @@ class JointConfig(QuantizerConfig):
     name: ClassVar[str] = "joint"
 
     candidate_bits: list[int] = field(default_factory=lambda: [2, 4, 8])
-    target_avg_bits: float | None = 4.0  # target of the expected average bits over quantized weights
-    size_budget_mb: float | None = None  # or: target expected size of the quantized module(s), in MB
+    # The deployed model's size, exactly one of: average bits over quantized weights
+    # (kept within [T - 0.05, T]) or the whole model's size in MB (within [0.99 B, B]).
+    target_avg_bits: float | None = None
+    size_budget_mb: float | None = None
     penalty: str = "hinge"  # 'hinge': relu(E/T - 1); 'squared': (E/T - 1)^2
     tau_start: float = 1.0
     tau_end: float = 0.1
-    search_length: float = 1.0  # search phase length, in schedule_unit; then bits are fixed
-    schedule_unit: str = "epoch"  # 'epoch' or 'iteration' (training batches)
-    arch_lr: float = 0.01  # learning rate of the architecture logits (no weight decay)
+    search_length: float = 1.0  # search phase length (> 0), in schedule_unit; then bits are fixed
+    schedule_unit: str = "epoch"  # 'epoch' or 'iteration' (optimizer steps)
+    # Learning rate of the largest layer's logits (others: scaled by their size), no weight
+    # decay. 0.05 moves a logit by ~6 over a 125-step search: distributions concentrate.
+    arch_lr: float = 0.05
+    allocation: str = "budget"  # final bits: 'budget' (keeps the target) or 'argmax'
 
     def __post_init__(self):
         super().__post_init__()
         try:
             self.candidate_bits = list(check_candidate_bits(self.candidate_bits))
-        except ValueError as e:
-            raise ValueError(f"quantizer_conf candidate_bits: {e}") from None
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"quantizer_conf candidate_bits={self.candidate_bits!r}: {e}") from None
+        if self.size_budget_mb is not None and self.target_avg_bits is not None:
+            _fail("size_budget_mb", self.size_budget_mb,
+                  f"give target_avg_bits ({self.target_avg_bits}) or size_budget_mb, not both")
         if self.size_budget_mb is not None:
-            self.target_avg_bits = None
             if not self.size_budget_mb > 0:
                 _fail("size_budget_mb", self.size_budget_mb, "use a size in MB > 0")
         elif self.target_avg_bits is None:
@@ -166,13 +228,16 @@ class JointConfig(QuantizerConfig):
         elif not min(self.candidate_bits) <= self.target_avg_bits <= max(self.candidate_bits):
             _fail("target_avg_bits", self.target_avg_bits,
                   f"it must lie between the smallest and largest candidate {self.candidate_bits}")
+        if self.allocation not in ALLOCATIONS:
+            _fail("allocation", self.allocation, f"use one of {list(ALLOCATIONS)}")
         if self.penalty not in ("hinge", "squared"):
             _fail("penalty", self.penalty, "use 'hinge' or 'squared'")
         for key in ("tau_start", "tau_end", "arch_lr"):
             if not getattr(self, key) > 0:
                 _fail(key, getattr(self, key), "it must be > 0")
-        if not self.search_length >= 0:
-            _fail("search_length", self.search_length, "it must be >= 0")
+        if not self.search_length > 0:
+            _fail("search_length", self.search_length, "it must be > 0 (bits chosen from untrained logits "
+                  "would be arbitrary; for fixed bits use quantizer uniform or two_stage with a bit_config)")
         if self.schedule_unit not in ("epoch", "iteration"):
             _fail("schedule_unit", self.schedule_unit, "use 'epoch' or 'iteration'")
 
@@ -185,13 +250,17 @@ class JointConfig(QuantizerConfig):
 
     def temperature(self, progress: float) -> float:
         """tau(p) = tau_start * (tau_end / tau_start)^(min(p, L) / L)."""
-        if self.search_length == 0:
-            return self.tau_end
         frac = min(max(progress, 0.0), self.search_length) / self.search_length
         return self.tau_start * (self.tau_end / self.tau_start) ** frac
 
     def search_done(self, progress: float) -> bool:
         return progress >= self.search_length
+
+    def size_target(self):
+        """The target as an espnet_mpq.core.budget.SizeTarget."""
+        from espnet_mpq.core.budget import SizeTarget
+
+        return SizeTarget(avg_bits=self.target_avg_bits, size_mb=self.size_budget_mb)
 
     def size_penalty(self, expected, target):
         """relu(E/T - 1) or (E/T - 1)^2 for tensors/floats E, T."""
@@ -208,18 +277,19 @@ class TwoStageConfig(JointConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.bit_config is not None and not Path(self.bit_config).is_file():
-            _fail("bit_config", self.bit_config, "no such file (write it from the search run with "
-                  "python -m espnet_mpq.bin.export --output_bit_config)")
+        if self.bit_config is not None:
+            if not Path(self.bit_config).is_file():
+                _fail("bit_config", self.bit_config, "no such file (write it from the search run with "
+                      "python -m espnet_mpq.bin.export --output_bit_config)")
+            bad = {k: b for k, b in read_bit_config(self.bit_config).items() if b not in self.candidate_bits}
+            if bad:
+                name, bits = next(iter(bad.items()))
+                _fail("bit_config", self.bit_config, f"layer {name!r} has {bits} bits ({len(bad)} such layers), "
+                      f"which is not among candidate_bits {self.candidate_bits}")
 
     @property
     def searches(self) -> bool:
         return self.bit_config is None
-
-    def search_done(self, progress: float) -> bool:
-        """Stage 1 searches for the whole run (tau stays at tau_end after search_length);
-        its bit-widths are read off at the end (export --output_bit_config)."""
-        return False
 
     def layer_bits(self) -> dict[str, int] | None:
         return None if self.bit_config is None else read_bit_config(self.bit_config)
