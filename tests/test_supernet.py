@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from espnet_mpq.core.primitives import fake_quantize
 from espnet_mpq.core.supernet import MixedPrecisionWeight
@@ -175,3 +176,20 @@ def test_compiled_mixture_gives_the_same_values_and_gradients():
     for (_, sa), (_, sb) in zip(quantized_layers(model), quantized_layers(twin)):
         torch.testing.assert_close(sa.scales.grad, sb.scales.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(sa.arch_logits.grad, sb.arch_logits.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_training_forward_reads_no_buffer_back_to_the_host(fixed):
+    """Mode, temperature and 'scales set' are read from Python mirrors: buffers moved to the meta
+    device (where any int()/bool()/float() raises) do not disturb a training step."""
+    layer = nn.Linear(8, 4)
+    parametrize.register_parametrization(layer, "weight", MixedPrecisionWeight(layer.weight, [2, 4, 8]), unsafe=True)
+    supernet = layer.parametrizations.weight[0]
+    layer(torch.randn(2, 8))  # initialises the scales
+    if fixed:
+        supernet.fix(1)
+    for name in ("fixed_onehot", "tau", "scales_initialized"):
+        setattr(supernet, name, torch.empty_like(getattr(supernet, name), device="meta"))
+    layer.train()
+    layer(torch.randn(2, 8)).sum().backward()
+    assert layer.parametrizations.weight.original.grad is not None
