@@ -10,7 +10,10 @@
 # Stages (each skips finished work: .done markers, atomic outputs):
 #   1 data: synthesize the built-in corpus if needed, Kaldi dirs via local/prepare_data.py
 #   2 format (+ utt2num_samples)   3 length filtering   4 speed perturbation (off by default)
-#   5 token list (char, or bpe via sentencepiece)      6 upstream (built offline, hub name or file)
+#   5 token list (char, or bpe via sentencepiece)
+#   6 upstream: a hub name or file as given, or (built-in) a random-init ESPnet HuBERT
+#     (torchaudio_hubert) pre-trained with ESPnet's HuBERT task on MFCC k-means units of
+#     the training and unlabeled audio (--pretrain false: left random-init)
 #   7 shape files   8 32-bit training   9 32-bit decoding + scoring
 #   10 compression with --mpq_config (initialised and distilled from the 32-bit model)
 #   11 decoding of the compressed model   12 scoring against the 32-bit model (sclite, sc_stats)
@@ -44,14 +47,20 @@ force=false          # true: re-run stage 10 even if it finished with the same c
 token_type=char      # char or bpe
 nbpe=300
 speed_perturb_factors=""   # e.g. "0.9 1.0 1.1"
-upstream=""          # empty: build a random-init HuBERT (stage 6); else an s3prl hub name or a checkpoint
+upstream=""          # empty: build (and pre-train) an ESPnet HuBERT in stage 6; else an s3prl hub name or a checkpoint
+pretrain=true        # stage 6: HuBERT pre-training of the built upstream (false: fine-tune it from random init)
+pretrain_config=conf/pretrain_hubert.yaml
 upstream_arch=hubert # model class of a local checkpoint (hubert or wav2vec2)
 corpus=""            # LibriSpeech-layout root; empty: $LIBRISPEECH, or $work/db/LibriSynth (built-in)
+# Subsets by role, so that config sets name roles ("$test_clean $test_other"), not a corpus's subsets.
 if [ -z "$LIBRISPEECH" ]; then
-  train_subset=train-synth; valid_subset=dev-synth; test_subsets="dev-synth test-synth"
+  train_subset=train-synth; unlab_subsets=train-unlab-synth; valid_subset=dev-synth
+  dev_clean=dev-synth; dev_other=dev-other-synth; test_clean=test-synth; test_other=test-other-synth
 else
-  train_subset=train-clean-100; valid_subset=dev-clean; test_subsets="dev-clean dev-other test-clean test-other"
+  train_subset=train-clean-100; unlab_subsets="train-clean-360 train-other-500"; valid_subset=dev-clean
+  dev_clean=dev-clean; dev_other=dev-other; test_clean=test-clean; test_other=test-other
 fi
+test_subsets="$dev_clean $dev_other $test_clean $test_other"
 config_set=default   # conf/sets/<name>.sh: sizes of corpus, upstream and training runs
 # The config set is read before the other options (so that they override it).
 args=("$@")
@@ -70,6 +79,7 @@ for opt in stage stop_stage nj ngpu; do
 done
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage: nothing to run"
 [[ $force =~ ^(true|false)$ ]] || die "--force $force: must be true or false"
+[[ $pretrain =~ ^(true|false)$ ]] || die "--pretrain $pretrain: must be true or false"
 corpus=${corpus:-${LIBRISPEECH:-$work/db/LibriSynth}}
 
 # ---------------------------------------------------------------- names and paths
@@ -89,9 +99,13 @@ token_list=$token_dir/tokens.txt
 fp32_dir=$exp/asr_fp32
 fp32_model=$fp32_dir/valid.loss.best.pth
 
+upstream_dir=$exp/upstream
+random_ckpt=$upstream_dir/random/model.pth
+ssl_dir=$upstream_dir/hubert_iter0
 if [ -z "$upstream" ]; then
-  upstream_ckpt=$(realpath -m "$exp/upstream/hubert_${config_set}.pt")
-  frontend_sets="frontend_conf.upstream=hubert_local frontend_conf.path_or_url=$upstream_ckpt"
+  upstream_ckpt=$(realpath -ms "$random_ckpt")
+  [ "$pretrain" = false ] || upstream_ckpt=$(realpath -ms "$ssl_dir/valid.loss.best.pth")
+  frontend_sets="frontend_conf.upstream=espnet_hubert_local frontend_conf.path_or_url=$upstream_ckpt"
 elif [ -f "$upstream" ]; then
   frontend_sets="frontend_conf.upstream=${upstream_arch}_local frontend_conf.path_or_url=$(realpath "$upstream")"
 else
@@ -177,12 +191,15 @@ decode() {
 log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  subsets=$(echo "$train_subset $valid_subset $test_subsets" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  extra=""; [ -n "$upstream" ] || [ "$pretrain" = false ] || extra=$unlab_subsets  # audio for stage 6's pre-training
+  subsets=$(echo "$train_subset $valid_subset $test_subsets $extra" | tr ' ' '\n' | sort -u | tr '\n' ' ')
   log "Stage 1: data: Kaldi directories of $subsets from $corpus"; t0=$SECONDS
   if [ "$corpus" = "$work/db/LibriSynth" ] && [ ! -f "$corpus/.done" ]; then
-    log "no LIBRISPEECH in db.sh: synthesizing the built-in corpus ($num_train/$num_dev/$num_test utterances)"
+    log "no LIBRISPEECH in db.sh: synthesizing the built-in corpus (train $num_train, unlabeled $num_unlab," \
+      "dev $num_dev + $num_dev_other other, test $num_test + $num_test_other other utterances)"
     python local/synthesize_corpus.py --out "$corpus" --num_train "$num_train" --num_dev "$num_dev" \
-      --num_test "$num_test" --nj "$nj"
+      --num_test "$num_test" --num_unlab "$num_unlab" --num_dev_other "$num_dev_other" \
+      --num_test_other "$num_test_other" --vocab_size "$vocab_size" --nj "$nj"
   fi
   for subset in $subsets; do
     dir=$data/$(name "$subset")
@@ -240,12 +257,44 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   if [ -n "$upstream" ]; then
     log "Stage 6: upstream $upstream (${frontend_sets}): nothing to build"
   else
-    log "Stage 6: build a random-init HuBERT upstream ($upstream_preset $upstream_args) -> $upstream_ckpt"; t0=$SECONDS
-    # No self-supervised pre-training is possible offline: the upstream learns from the ASR loss only.
+    log "Stage 6: random-init ESPnet HuBERT ($upstream_preset $upstream_args) -> $random_ckpt"; t0=$SECONDS
     # shellcheck disable=SC2086
-    [ -f "$upstream_ckpt" ] || python -m espnet_mpq.bin.build_upstream --arch hubert --preset "$upstream_preset" \
-      $upstream_args --output "$upstream_ckpt"
-    log "Stage 6: done in $((SECONDS - t0)) s"
+    [ -f "$random_ckpt" ] || python -m espnet_mpq.bin.build_upstream --arch espnet_hubert --preset "$upstream_preset" \
+      $upstream_args --num_classes "$num_clusters" --output "$random_ckpt"
+    if [ "$pretrain" = true ] && [ ! -f "$ssl_dir/.done" ]; then
+      scps=""; for s in $train_subset $unlab_subsets; do scps+=" $data/$(name "$s")/wav.scp"; done
+      units=$work/dump/hubert_units
+      log "HuBERT iteration 0: $num_clusters k-means units of MFCCs, then ESPnet's HuBERT task -> $ssl_dir"
+      # shellcheck disable=SC2086
+      [ -f "$units/km.pkl" ] || python local/hubert_units.py learn --wav_scp $scps --num_clusters "$num_clusters" \
+        --max_utts "$kmeans_utts" --output "$units/km.pkl"
+      # shellcheck disable=SC2086
+      [ -f "$units/train/.done" ] || python local/hubert_units.py dump --wav_scp $scps --kmeans "$units/km.pkl" --out_dir "$units/train"
+      [ -f "$units/valid/.done" ] || python local/hubert_units.py dump --wav_scp "$data/$valid_set/wav.scp" \
+        --kmeans "$units/km.pkl" --out_dir "$units/valid"
+      pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
+      mkdir -p "$ssl_dir"
+      # shellcheck disable=SC2086
+      python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
+        $pretrain_sets --output "$ssl_dir/pretrain.yaml"
+      ${train_cmd} "$ssl_dir/train.log" python -m espnet2.bin.hubert_train --config "$ssl_dir/pretrain.yaml" \
+        --output_dir "$ssl_dir" --ngpu "$ngpu" --resume true --init_param "$random_ckpt" \
+        --token_type word --token_list "$units/train/tokens.txt" \
+        --train_data_path_and_name_and_type "$units/train/wav.scp,speech,sound" \
+        --train_data_path_and_name_and_type "$units/train/text,text,text" \
+        --train_shape_file "$units/train/speech_shape" --train_shape_file "$units/train/text_shape" \
+        --valid_data_path_and_name_and_type "$units/valid/wav.scp,speech,sound" \
+        --valid_data_path_and_name_and_type "$units/valid/text,text,text" \
+        --valid_shape_file "$units/valid/speech_shape" --valid_shape_file "$units/valid/text_shape" \
+        --fold_length 160000 --fold_length 500
+      device="CPU ($(nproc) cores)"
+      [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+      # The wall time of the invocation that finished it (an interrupted run's time is in train.log).
+      printf '{"seconds": %d, "device": "%s"}\n' $((SECONDS - t0)) "$device" > "$ssl_dir/.pretrain_time.json"
+      mv "$ssl_dir/.pretrain_time.json" "$ssl_dir/pretrain_time.json"
+      touch "$ssl_dir/.done"
+    fi
+    log "Stage 6: done in $((SECONDS - t0)) s (fine-tuning starts from $upstream_ckpt)"
   fi
 fi
 
