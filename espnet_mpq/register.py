@@ -14,6 +14,8 @@ download two data packages at import time; offline, nltk prints eight
 ``[nltk_data] Error loading ...`` lines that users read as a failure. ``register()``
 imports ESPnet with nltk's downloader made quiet (errors discarded) for that import
 only: g2p_en still gets the data where a download works, and nothing here uses it.
+``quiet_nltk_downloads()`` does the same for any other import of ESPnet's tokenizers
+(the recipe's shape files, ``python -m espnet_mpq.bin.espnet``).
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ import contextlib
 import functools
 import io
 
-__all__ = ["register"]
+__all__ = ["register", "quiet_nltk_downloads"]
 
 
 @contextlib.contextmanager
-def _quiet_nltk_downloads():
+def quiet_nltk_downloads():
     """Within the block, nltk.download neither prints nor asks (its errors go to a discarded buffer)."""
     try:
         import nltk
@@ -51,7 +53,7 @@ def _insert(choices, key: str, cls) -> None:
 
 def register() -> None:
     """Add ``s3prl_mpq`` to ESPnet's ASR frontend choices and ``mpq`` to its model choices."""
-    with _quiet_nltk_downloads():
+    with quiet_nltk_downloads():
         import espnet2.tasks.asr as asr
 
     from espnet_mpq.asr.frontend import S3prlMpqFrontend

@@ -245,7 +245,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     if [ "$token_type" = bpe ]; then
       python local/train_bpe.py --text "$train_dir/text" --vocab_size "$nbpe" --model_prefix "$token_dir/bpe"
     fi
-    python -m espnet2.bin.tokenize_text --token_type "$token_type" --bpemodel "$bpemodel" \
+    python -m espnet_mpq.bin.espnet espnet2.bin.tokenize_text --token_type "$token_type" --bpemodel "$bpemodel" \
       --input "$train_dir/text" --output "$token_dir/.tokens.txt.tmp" --field 2- --write_vocabulary true \
       --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
     mv "$token_dir/.tokens.txt.tmp" "$token_list"

@@ -136,7 +136,10 @@ def cmd_perturb(args) -> None:
 
 
 def cmd_shapes(args) -> None:
-    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet_mpq.register import quiet_nltk_downloads
+
+    with quiet_nltk_downloads():  # ESPnet's tokenizers import g2p_en, which tries nltk downloads
+        from espnet2.text.build_tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=args.bpemodel)
     for src in args.src:
