@@ -103,3 +103,21 @@ def test_optimizer_paths_that_would_drop_the_logits_own_group_are_refused(flag):
     setattr(args, flag, True)
     with pytest.raises(ValueError, match=rf"--{flag} true is not supported with quantizer 'joint'"):
         MpqASRTask.build_optimizers(args, bare_mpq_model())
+
+
+def test_the_architecture_logits_keep_their_rate_under_a_warmup_scheduler():
+    from espnet2.schedulers.warmup_lr import WarmupLR
+
+    from espnet_mpq.asr.model import ARCH_LR_KEY
+    from espnet_mpq.asr.task import with_constant_arch_lr
+
+    weight, logits = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(3))
+    optimizer = with_constant_arch_lr(torch.optim.Adam)(
+        [{"params": [weight]}, {"params": [logits], "lr": 0.05, ARCH_LR_KEY: 0.05}], lr=1e-3)
+    scheduler = WarmupLR(optimizer, warmup_steps=100)
+    for _ in range(3):
+        (weight.sum() + logits[0]).backward()
+        optimizer.step()
+        scheduler.step()
+    assert logits[0].item() == pytest.approx(-0.15, abs=0.01)  # three Adam steps of about 0.05
+    assert -3e-3 < weight[0].item() - 1 < 0  # the weights' warm-up rates: far below 1e-3 a step

@@ -45,6 +45,7 @@ from espnet_mpq.core.transform import expected_average_bits, quantized_layers, s
 from espnet_mpq.quantizers import DOWNSTREAM, JointConfig, NoneConfig, apply_quantizer
 
 ARCH_LOGITS = "arch_logits"
+ARCH_LR_KEY = "mpq_arch_lr"  # an optimizer group's own constant learning rate (see espnet_mpq.asr.task)
 PROJECTION_INTERVAL = 20  # training forwards between two computations of projected_avg_bits
 
 
@@ -276,8 +277,8 @@ class MpqESPnetModel(ESPnetASRModel):
         if self._searches:
             scales = arch_lr_scales(self)
             for name, s in quantized_layers(self):
-                groups.append({"params": [s.arch_logits], "lr": self.quantizer.arch_lr * scales[name],
-                               "weight_decay": 0.0})
+                lr = self.quantizer.arch_lr * scales[name]
+                groups.append({"params": [s.arch_logits], "lr": lr, ARCH_LR_KEY: lr, "weight_decay": 0.0})
         return groups
 
 

@@ -5,10 +5,13 @@
   stops the run before any training. A search under DataParallel (``--ngpu`` > 1
   without ``--multiprocessing_distributed``) is refused: its per-forward replicas
   would drop the search's state (progress, the switch to fixed bit-widths).
-- MpqASRTask gives each layer's architecture logits their own learning rate and no
-  weight decay (refusing ``--sharded_ddp`` / ``--exclude_weight_decay``, whose
+- MpqASRTask gives each layer's architecture logits their own constant learning rate
+  and no weight decay (refusing ``--sharded_ddp`` / ``--exclude_weight_decay``, whose
   optimizers would silently give the logits the main LR and weight decay), uses
-  MpqTrainer, and builds models from packed low-bit files too.
+  MpqTrainer, and builds models from packed low-bit files too. ESPnet's scheduler
+  (warm-up, decay) drives the weights only: the optimizer puts every logit group back
+  at its own rate before each step, so a search of S steps moves the largest layer's
+  logits by at most about arch_lr x S, whatever the weights' schedule.
 """
 from __future__ import annotations
 
@@ -17,8 +20,20 @@ from pathlib import Path
 
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.trainer import Trainer
-from espnet_mpq.asr.model import MpqESPnetModel
+from espnet_mpq.asr.model import ARCH_LR_KEY, MpqESPnetModel
 from espnet_mpq.core.packed_file import is_packed_file, load_packed
+
+
+def with_constant_arch_lr(optim_class: type) -> type:
+    """A subclass of ``optim_class`` whose step() first sets each group carrying ARCH_LR_KEY to that rate."""
+
+    def step(self, *args, **kwargs):
+        for group in self.param_groups:
+            if ARCH_LR_KEY in group:
+                group["lr"] = group[ARCH_LR_KEY]
+        return optim_class.step(self, *args, **kwargs)
+
+    return type(optim_class.__name__, (optim_class,), {"step": step, "__module__": __name__})
 
 
 def _unwrap(model):
@@ -79,7 +94,7 @@ class MpqASRTask(ASRTask):
             raise ValueError(f"--optim must be one of {list(optim_classes)}: {args.optim}")
         groups = inner.optimizer_param_groups()
         logging.info(f"mpq: optimizer groups of {[sum(p.numel() for p in g['params']) for g in groups]} params")
-        return [optim_class(groups, **args.optim_conf)]
+        return [with_constant_arch_lr(optim_class)(groups, **args.optim_conf)]
 
     @classmethod
     def build_model_from_file(cls, config_file=None, model_file=None, device="cpu"):
