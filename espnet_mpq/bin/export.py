@@ -104,8 +104,11 @@ def _interrupt(signum, frame):
 
 
 def main(cmd=None):
-    signal.signal(signal.SIGTERM, _interrupt)
-    run(_main, cmd)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run(_main, cmd)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(cmd=None):
