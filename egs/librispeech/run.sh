@@ -104,7 +104,8 @@ random_ckpt=$upstream_dir/random/model.pth
 ssl_dir=$upstream_dir/hubert_iter0
 if [ -z "$upstream" ]; then
   upstream_ckpt=$(realpath -ms "$random_ckpt")
-  [ "$pretrain" = false ] || upstream_ckpt=$(realpath -ms "$ssl_dir/valid.loss.best.pth")
+  # The last pre-training epoch: the masked-prediction loss on a small dev set is noisy (random masks).
+  [ "$pretrain" = false ] || upstream_ckpt=$(realpath -ms "$ssl_dir/latest.pth")
   frontend_sets="frontend_conf.upstream=espnet_hubert_local frontend_conf.path_or_url=$upstream_ckpt"
 elif [ -f "$upstream" ]; then
   frontend_sets="frontend_conf.upstream=${upstream_arch}_local frontend_conf.path_or_url=$(realpath "$upstream")"
@@ -287,7 +288,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
         --valid_data_path_and_name_and_type "$units/valid/text,text,text" \
         --valid_shape_file "$units/valid/speech_shape" --valid_shape_file "$units/valid/text_shape" \
         --fold_length 160000 --fold_length 500
-      device="CPU ($(nproc) cores)"
+      device="CPU ($(nproc --all) cores)"  # --all: nproc alone honours OMP_NUM_THREADS
       [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
       # The wall time of the invocation that finished it (an interrupted run's time is in train.log).
       printf '{"seconds": %d, "device": "%s"}\n' $((SECONDS - t0)) "$device" > "$ssl_dir/.pretrain_time.json"
