@@ -17,11 +17,13 @@ LSQ scale gradient); the backward pass is written out:
     dL/dg_i  = sum(dOut * Q_{b_i}(W))
 
 (N = elements per output channel). Nothing per candidate is kept for the backward
-pass: it recomputes L_i and m_i from W, s and g. The work runs over blocks of
-output channels (about BLOCK_ELEMENTS elements each), so that the temporaries of
-all candidates stay in the CPU cache and only W, dOut and the results travel
-through memory; with ``compile=True`` the same per-block functions run through
-torch.compile (inductor) over the whole weight instead.
+pass: it recomputes L_i and m_i from W, s and g, in place in two or three
+weight-sized buffers reused by every candidate. The work runs over blocks of
+output channels of at most about BLOCK_ELEMENTS elements, which bounds those
+buffers (cache-sized blocks were slower on the CPU: the per-operation overhead
+outweighs the saved memory traffic). With ``compile=True`` the same functions run
+through torch.compile (inductor) over the whole weight: one fused loop forward,
+one backward.
 
 Dead candidates: a candidate whose mixture weight g_i is below ``dead_threshold``
 (default DEAD_CANDIDATE_THRESHOLD) is left out of that call, forward and backward;
@@ -33,9 +35,10 @@ bounded by the threshold t, per skipped candidate i:
     |dL/dg_i error|       =  |sum(dOut * Q_{b_i}(W))|, entering the Gumbel-Softmax
                              logit gradient multiplied by g_i / tau <= t / tau
 
-Reading g for the skip test costs one host-device synchronisation per call on
-a GPU; ``dead_threshold=0`` computes every candidate (exactly mix_fake_quantize's
-mixture, without the synchronisation).
+The skip test reads g on the host, so it runs only where g lives in CPU memory:
+on an accelerator it would synchronise the device once per layer and step, and
+every candidate is computed there (as with ``dead_threshold=0``, or ``compile``,
+whose kernels are compiled once per candidate set and so always take all of them).
 """
 from __future__ import annotations
 
@@ -47,8 +50,8 @@ from espnet_mpq.core.primitives import positive_scale, qmax
 
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
 DEAD_CANDIDATE_THRESHOLD = 1e-4
-# Elements per block of output channels: 64 k floats = 256 kB, a few temporaries fit in L2.
-BLOCK_ELEMENTS = 1 << 16
+# Elements per block of output channels (4 M floats = 16 MB per temporary buffer).
+BLOCK_ELEMENTS = 1 << 22
 
 __all__ = ["DEAD_CANDIDATE_THRESHOLD", "fused_mix_fake_quantize", "compiled_fused_mix_fake_quantize"]
 
@@ -163,8 +166,9 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
 
 
 def _active(mixture: torch.Tensor, dead_threshold: float) -> tuple[int, ...]:
-    """Indices of the candidates to compute: g_i >= dead_threshold (all when the threshold is 0)."""
-    if dead_threshold <= 0 or mixture.shape[0] == 1:
+    """Indices of the candidates to compute: g_i >= dead_threshold (all when the threshold is 0
+    or g is on an accelerator)."""
+    if dead_threshold <= 0 or mixture.shape[0] == 1 or mixture.device.type != "cpu":
         return tuple(range(mixture.shape[0]))
     return tuple(i for i, gi in enumerate(mixture.detach().tolist()) if gi >= dead_threshold)
 
@@ -184,7 +188,7 @@ def fused_mix_fake_quantize(
         scales: s (n, C_out), one row per candidate, as learned (the positive scale is applied here).
         mixture: g (n,).
         bits: the n candidate bit-widths.
-        dead_threshold: candidates with g_i below it are skipped (0 computes all).
+        dead_threshold: candidates with g_i below it are skipped (0 computes all; CPU only).
         compile: run the per-block math through torch.compile.
 
     Returns:

@@ -38,7 +38,6 @@ __all__ = [
     "fake_quantize",
     "round_ste",
     "mix_fake_quantize",
-    "compiled_mix_fake_quantize",
 ]
 
 
@@ -154,22 +153,11 @@ def mix_fake_quantize(
     """W_eff = sum_i g_i * Q_{b_i}(W) for candidates ``bits`` with ``scales`` (n, C_out) and g = ``mixture`` (n,).
 
     With a single candidate and g = [1.0] the result equals ``fake_quantize`` exactly.
+    This is the reference autograd graph (n per-candidate tensors saved for backward);
+    training uses ``espnet_mpq.core.fused.fused_mix_fake_quantize``, which equals it.
     """
     out = mixture[0] * fake_quantize(weight, scales[0], bits[0])
     for i in range(1, len(bits)):
         out = out + mixture[i] * fake_quantize(weight, scales[i], bits[i])
     return out
 
-
-_compiled_mix = None
-
-
-def compiled_mix_fake_quantize(
-    weight: torch.Tensor, scales: torch.Tensor, mixture: torch.Tensor, bits: tuple[int, ...]
-) -> torch.Tensor:
-    """``mix_fake_quantize`` fused by torch.compile (inductor): the same values in about a third
-    of the memory traffic. Compiles once per process and candidate set (tens of seconds on a CPU)."""
-    global _compiled_mix
-    if _compiled_mix is None:
-        _compiled_mix = torch.compile(mix_fake_quantize, dynamic=True)
-    return _compiled_mix(weight, scales, mixture, bits)
