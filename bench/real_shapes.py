@@ -1,24 +1,37 @@
-"""Accounting, packed size and step cost at the published wav2vec2-base and HuBERT-large sizes.
+"""Accounting, packed size, step cost and peak memory at the published wav2vec2-base and HuBERT-large sizes.
 
 Usage:
-    .venv/bin/python bench/real_shapes.py                       # both models, 2 s of audio per step
-    .venv/bin/python bench/real_shapes.py --models wav2vec2_base --seconds 1 --repeats 2 --compile
+    .venv/bin/python bench/real_shapes.py                  # both models, batches 1 x 2 s and 4 x 4 s
+    .venv/bin/python bench/real_shapes.py --models wav2vec2_base --batches 1x1 --repeats 1 --compile
+    .venv/bin/python bench/real_shapes.py --device cuda --amp bf16 --compile
 
 For each model (random weights, the published layer sizes, built by s3prl's model
 classes): quantizes every conv-extractor, positional-conv and transformer Linear
-layer as a supernet over [2, 4, 8], times a supernet training step (forward +
-backward + SGD) against the same step of the 32-bit model, fixes each layer's
-bit-width (argmax of random logits: a mixed-precision assignment), exports the
-packed file, and prints parameters, quantized parameters, average bits,
-compression ratio from the accounting, packed file size and packed/accounted size.
-The pretraining heads (final_proj, label embeddings, quantizer) are counted as the
-float parameters they are. The last line is machine-readable JSON.
+layer as a supernet over [2, 4, 8] (the default quantizer: the fused op, eager;
+``--compile`` adds the compiled one), fixes each layer's bit-width (argmax of random
+logits: a mixed-precision assignment), exports the packed file, and prints
+parameters, quantized parameters, average bits, compression ratio from the
+accounting, packed file size and packed/accounted size. The pretraining heads
+(final_proj, label embeddings, quantizer) are counted as the float parameters they are.
+
+Step cost and memory: for each batch (``BxS`` = B utterances of S seconds) and mode
+(32-bit, supernet), a fresh subprocess builds the model and runs one warm-up and
+``--repeats`` timed training steps (forward + backward + SGD); it reports the median
+step time and its peak memory: on the CPU the peak resident set size (ru_maxrss: the
+whole process, model and optimiser included) and the resident size after the build,
+on a GPU torch.cuda.max_memory_allocated and the memory allocated after the build.
+The modes of a batch run back to back. The last line is machine-readable JSON.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,28 +46,60 @@ from espnet_mpq.upstream_builder import build_upstream_model
 
 MODELS = {"wav2vec2_base": "wav2vec2", "hubert_large": "hubert"}
 CANDIDATES = [2, 4, 8]
+SAMPLE_RATE = 16000
 
 
-def step_time(model: torch.nn.Module, audio: torch.Tensor, repeats: int) -> float:
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def build(name: str, mode: str) -> torch.nn.Module:
+    model = build_upstream_model(MODELS[name], name).train()
+    if mode != "fp32":
+        layers = select_layers(model, list(MODULE_GROUPS))
+        prepare(model, layer_bits={n: CANDIDATES for n in layers}, scale_init="max", compile=mode == "compile")
+    return model
+
+
+def child(spec: dict) -> dict:
+    """One mode in this process: median step time and peak memory (resident on a CPU, allocated on a GPU)."""
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    cuda = device.type == "cuda"
+    model = build(spec["model"], spec["mode"]).to(device)
+    audio = torch.randn(spec["batch"], int(SAMPLE_RATE * spec["seconds"]), device=device)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec["amp"])
+    built_mb = torch.cuda.memory_allocated() / 1e6 if cuda else current_rss_mb()
     times = []
-    for i in range(repeats + 1):  # the first step warms up (and initialises scales)
+    for i in range(spec["repeats"] + 1):  # the first step warms up (and initialises scales, compiles)
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        model(audio, mask=False, features_only=True)["x"].pow(2).mean().backward()
+        with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
+            loss = model(audio, mask=False, features_only=True)["x"].float().pow(2).mean()
+        loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    peak_mb = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3) / 1e6
+    return {**spec, "step_s": round(statistics.median(times), 3), "rss_built_mb": round(built_mb),
+            "peak_rss_mb": round(peak_mb)}
 
 
-def measure(name: str, seconds: float, repeats: int, compile: bool, out_dir: Path) -> dict:
-    model = build_upstream_model(MODELS[name], name).train()
-    audio = torch.randn(1, int(16000 * seconds))
-    fp32_step = step_time(model, audio, repeats)
-    layers = select_layers(model, list(MODULE_GROUPS))
-    prepare(model, layer_bits={n: CANDIDATES for n in layers}, scale_init="max", compile=compile)
-    supernet_step = step_time(model, audio, repeats)
+def run_child(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def accounting(name: str, out_dir: Path) -> dict:
+    model = build(name, "supernet")
+    model(torch.randn(1, SAMPLE_RATE // 10), mask=False, features_only=True)  # initialises the scales
     torch.manual_seed(0)
     for _, s in quantized_layers(model):
         s.arch_logits.data.normal_()
@@ -62,7 +107,6 @@ def measure(name: str, seconds: float, repeats: int, compile: bool, out_dir: Pat
     report = storage_report(model)
     size = save_packed(model, out_dir / f"{name}.mpq")
     return {
-        "model": name,
         "params": report.total_params,
         "quantized_params": report.quantized_params,
         "avg_bits": round(report.average_bits, 4),
@@ -70,31 +114,54 @@ def measure(name: str, seconds: float, repeats: int, compile: bool, out_dir: Pat
         "accounted_mb": round(report.size_mb, 3),
         "packed_mb": round(size / 1e6, 3),
         "packed_over_accounted": round(size / (report.total_bits / 8), 5),
-        "fp32_step_s": round(fp32_step, 3),
-        "supernet_step_s": round(supernet_step, 3),
-        "step_time_ratio": round(supernet_step / fp32_step, 3),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--seconds", type=float, default=2.0, help="audio per training step")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="fuse the quantization math (torch.compile)")
+    parser.add_argument("--batches", nargs="+", default=["1x2", "4x4"],
+                        help="BxS: B utterances of S seconds per training step")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per mode (after one warm-up)")
+    parser.add_argument("--compile", action="store_true", help="also time the compiled fused quantizer")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                        help="autocast the model (the quantizer itself always runs in float32)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seconds} s of audio per step, "
-          f"quantization math {'compiled' if args.compile else 'eager'}")
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    modes = ["fp32", "supernet"] + (["compile"] if args.compile else [])
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
+    print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"modes {modes}, median of {args.repeats} steps after a warm-up")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = measure(name, args.seconds, args.repeats, args.compile, Path(tmp))
-            results.append(r)
+            r = {"model": name, **accounting(name, Path(tmp)), "steps": []}
             print(f"{name}: {r['params']:,} params, {r['quantized_params']:,} quantized, {r['avg_bits']:.3f} avg bits, "
                   f"compression {r['compression_ratio']:.2f}x, accounted {r['accounted_mb']:.2f} MB, "
-                  f"packed {r['packed_mb']:.2f} MB (x{r['packed_over_accounted']:.4f}), "
-                  f"step {r['supernet_step_s']:.2f} s vs {r['fp32_step_s']:.2f} s 32-bit "
-                  f"(ratio {r['step_time_ratio']:.2f})", flush=True)
+                  f"packed {r['packed_mb']:.2f} MB (x{r['packed_over_accounted']:.4f})", flush=True)
+            for batch in args.batches:
+                b, s = batch.split("x")
+                runs = {m: run_child({"model": name, "mode": m, "batch": int(b), "seconds": float(s),
+                                      "repeats": args.repeats, "device": args.device, "amp": args.amp}) for m in modes}
+                for m in modes[1:]:
+                    step = {"batch": batch, "mode": m,
+                            "fp32_step_s": runs["fp32"]["step_s"], "step_s": runs[m]["step_s"],
+                            "step_time_ratio": round(runs[m]["step_s"] / runs["fp32"]["step_s"], 3),
+                            "fp32_peak_rss_mb": runs["fp32"]["peak_rss_mb"], "peak_rss_mb": runs[m]["peak_rss_mb"],
+                            "peak_rss_ratio": round(runs[m]["peak_rss_mb"] / runs["fp32"]["peak_rss_mb"], 3),
+                            "fp32_rss_built_mb": runs["fp32"]["rss_built_mb"], "rss_built_mb": runs[m]["rss_built_mb"]}
+                    r["steps"].append(step)
+                    print(f"  batch {batch} s, {m}: step {step['step_s']:.2f} s vs {step['fp32_step_s']:.2f} s 32-bit "
+                          f"(ratio {step['step_time_ratio']:.2f}); peak memory {step['peak_rss_mb']} MB vs "
+                          f"{step['fp32_peak_rss_mb']} MB 32-bit (ratio {step['peak_rss_ratio']:.2f}; after build "
+                          f"{step['rss_built_mb']} vs {step['fp32_rss_built_mb']} MB)", flush=True)
+            results.append(r)
+    print(f"load average after {os.getloadavg()[0]:.1f}")
     print("json " + json.dumps(results))
 
 

@@ -2,33 +2,46 @@
 
 Usage:
     .venv/bin/python bench/step_overhead.py                 # 4 layers, batch 4 x 250 frames
-    .venv/bin/python bench/step_overhead.py --layers 2 --repeats 3 --device cuda
+    .venv/bin/python bench/step_overhead.py --layers 2 --repeats 3 --device cuda --amp bf16
 
 Times one training step (forward + backward + Adam) of a stack of s3prl wav2vec2
-transformer layers of wav2vec2-base shape (768 dims, 3072 FFN, 12 heads) in four
-modes: 32-bit, uniform fake-quant (4 bits), supernet over 3 candidates
-[2, 4, 8] and over 5 candidates [1, 2, 3, 4, 8]; the quantized modes both eager
-and with the quantization math fused by torch.compile (``compile: true``; the
-one-off compile happens in the warm-up step and is not timed). Modes are measured round-robin so
-that drift in machine load affects all alike; the figure per mode is the median.
-The last line is machine-readable (supernet3 = the compiled mode unless --no_compile):
+transformer layers of wav2vec2-base shape (768 dims, 3072 FFN, 12 heads) in these
+modes: 32-bit; uniform fake-quant (4 bits); supernet over 3 candidates [2, 4, 8]
+and over 5 candidates [1, 2, 3, 4, 8], all with the default quantizer (the fused
+op of espnet_mpq.core.fused, eager); ``supernet3@tau0.1``, the default at the end
+of the search (Gumbel-Softmax temperature 0.1, where dead candidates are skipped);
+``*/unfused``, the previous per-candidate autograd graph (primitives.mix_fake_quantize,
+swapped in for that mode only); and ``*+compile``, the fused op's kernels through
+torch.compile (``compile: true``; the one-off compile happens in the warm-up step
+and is not timed). Modes are measured round-robin so that drift in machine load
+affects all alike; the figure per mode is the median. Also prints the fraction of
+candidate evaluations that the dead-candidate rule skips over an exponential
+anneal of tau from 1 to 0.1 with undecided logits (lambda = 0).
+The last line is machine-readable, for the default configuration (fused, eager):
 
     step_time_ratio supernet3/fp32 = X.XX
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import espnet_mpq.core.supernet as supernet_module
+from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
+from espnet_mpq.core.primitives import mix_fake_quantize
 from espnet_mpq.core.transform import prepare
 
 BITS = {"fp32": None, "uniform4": [4], "supernet3": [2, 4, 8], "supernet5": [1, 2, 3, 4, 8]}
+LATE_TAU = 0.1  # the end of the recipe's temperature anneal
 
 
 def build_stack(num_layers: int, candidate_bits: list[int] | None, compile: bool, seed: int) -> nn.Module:
@@ -58,6 +71,15 @@ class Stack(nn.Module):
         return x
 
 
+def skipped_fraction(num_candidates: int, steps: int = 2000, seed: int = 0) -> float:
+    """Share of candidate evaluations with g_i < DEAD_CANDIDATE_THRESHOLD over tau = 1 -> 0.1 (lambda = 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    taus = torch.logspace(0, -1, steps)[:, None]  # (steps, 1)
+    gumbel = -torch.log(-torch.log(torch.rand(steps, num_candidates, generator=generator)))
+    g = F.softmax(gumbel / taus, dim=1)  # (steps, n)
+    return float((g < DEAD_CANDIDATE_THRESHOLD).float().mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=4)
@@ -65,50 +87,71 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=250, help="frames per utterance (250 = 5 s at 20 ms)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                        help="autocast the layers (the quantizer itself always runs in float32)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no_compile", action="store_true",
-                        help="skip the torch.compile-fused modes (the last line then uses eager supernet3)")
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile modes")
+    parser.add_argument("--no_unfused", action="store_true", help="skip the previous (unfused) quantizer's modes")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    modes = {m: (bits, False) for m, bits in BITS.items()}
+    # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet)
+    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize) for m, bits in BITS.items()}
+    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize)
+    if not args.no_unfused:
+        modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize) for m in ("supernet3", "supernet5")})
     if not args.no_compile:
-        modes.update({f"{m}+compile": (bits, True) for m, bits in BITS.items() if bits is not None})
-    models = {m: Stack(build_stack(args.layers, bits, comp, args.seed)).to(device).train()
-              for m, (bits, comp) in modes.items()}
+        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize)
+                      for m, bits in BITS.items() if bits is not None})
+    models = {}
+    for m, (bits, comp, tau, _) in modes.items():
+        models[m] = Stack(build_stack(args.layers, bits, comp, args.seed)).to(device).train()
+        for module in models[m].modules():
+            if isinstance(module, supernet_module.MixedPrecisionWeight):
+                module.set_temperature(tau)
     optims = {m: torch.optim.Adam(model.parameters(), lr=1e-5) for m, model in models.items()}
     x = torch.randn(args.frames, args.batch, 768, device=device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
 
     def step(mode: str) -> float:
+        supernet_module.fused_mix_fake_quantize = modes[mode][3]
+        autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                    else contextlib.nullcontext())
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         optims[mode].zero_grad(set_to_none=True)
-        models[mode](x).pow(2).mean().backward()
+        with autocast:
+            loss = models[mode](x).float().pow(2).mean()
+        loss.backward()
         optims[mode].step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    for mode in modes:  # warm-up (allocator, lazy scale initialisation)
+    load_before = os.getloadavg()
+    for mode in modes:  # warm-up (allocator, lazy scale initialisation, compile)
         step(mode)
     times = {m: [] for m in modes}
     for _ in range(args.repeats):
         for mode in modes:
             times[mode].append(step(mode))
+    supernet_module.fused_mix_fake_quantize = fused_mix_fake_quantize
     median = {m: statistics.median(t) for m, t in times.items()}
 
     print(f"device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, autocast {args.amp}, load average {load_before[0]:.1f} before / "
+          f"{os.getloadavg()[0]:.1f} after")
     print(f"{args.layers} x wav2vec2-base layers, batch {args.batch} x {args.frames} frames, "
           f"median of {args.repeats} steps")
-    print(f"{'mode':<10} {'step_s':>8} {'ratio':>6}")
+    print(f"{'mode':<20} {'step_s':>8} {'ratio':>6}")
     for mode in modes:
-        print(f"{mode:<10} {median[mode]:8.3f} {median[mode] / median['fp32']:6.2f}")
+        print(f"{mode:<20} {median[mode]:8.3f} {median[mode] / median['fp32']:6.2f}")
+    for n in (3, 5):
+        print(f"dead candidates (g_i < {DEAD_CANDIDATE_THRESHOLD:g}) skipped over tau 1 -> {LATE_TAU}, lambda = 0, "
+              f"{n} candidates: {skipped_fraction(n):.3f} of candidate evaluations")
     print("json " + json.dumps({m: round(v, 4) for m, v in median.items()}))
-    best = "supernet3" if args.no_compile else "supernet3+compile"
-    print(f"supernet3 below = {best}")
-    print(f"step_time_ratio supernet3/fp32 = {median[best] / median['fp32']:.2f}")
+    print(f"step_time_ratio supernet3/fp32 = {median['supernet3'] / median['fp32']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Device check of the supernet's cost (issue 10): step time and peak memory of the
+# quantizer on a CUDA GPU, and ESPnet training of the recipe's model with AMP for every
+# quantizer, all written to one results file. Planned to finish in under 8 minutes on
+# one H100 (each stage checks the time left; a stage that would not fit is logged as skipped).
+#
+#   bench/device_check.sh                                  # CUDA machine -> bench/results/device_check.txt
+#   bench/device_check.sh --cpu                            # the same steps on the CPU, small sizes
+#   bench/device_check.sh --out /tmp/x.txt --budget 600    # another results file / time budget (s)
+#
+# Stages:
+#   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py): autocast none, bf16 and
+#     fp16, quantizer eager and compiled
+#   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
+#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager and
+#     compiled, fp32; then the 4 x 4 s batch under bf16 autocast
+#   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
+#     the 32-bit model, then one compression run (stage 10) per quantizer: none, ptq, uniform,
+#     two_stage, joint, with --ngpu 1 and use_amp=true
+# --cpu runs every stage on the CPU at small sizes (1 layer, tiny batches, wav2vec2-base
+# only, quantizer eager only, no AMP in ESPnet: its AMP is CUDA-only); it tests the
+# script, its figures mean little (tests/test_fused.py covers the compiled quantizer).
+set -euo pipefail
+
+log() { echo "$(date '+%F %T') (${0##*/}) $*" | tee -a "$out"; }
+die() { echo "$(date '+%F %T') (${0##*/}) error: $*" >&2; exit 1; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cpu=false
+out=$root/bench/results/device_check.txt
+budget=450   # seconds for stages 1-3; the script itself, start-up and logging, stay within 8 minutes
+while [ $# -gt 0 ]; do
+  case $1 in
+    --cpu) cpu=true; shift ;;
+    --out) out=$(realpath -m "$2"); shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[[ $budget =~ ^[0-9]+$ ]] || die "--budget $budget: must be a whole number of seconds"
+python=$root/.venv/bin/python
+[ -x "$python" ] || python=python
+cd "$root"
+mkdir -p "$(dirname "$out")"
+: > "$out"
+start=$SECONDS
+left() { echo $((budget - (SECONDS - start))); }
+# run LABEL SECONDS_NEEDED COMMAND...: run it if that much time is left, its output into $out.
+run() {
+  local label=$1 need=$2; shift 2
+  if [ "$(left)" -lt "$need" ]; then log "skipped: $label ($(left) s left, needs about $need s)"; return 0; fi
+  log "$label: $*"
+  if timeout "$(left)" "$@" >> "$out" 2>&1; then log "$label: done at $((SECONDS - start)) s"
+  else log "$label: FAILED (status $?) at $((SECONDS - start)) s"; fi
+}
+
+if $cpu; then
+  device=cpu; ngpu=0; amp_train=false
+  step_args=(--device cpu --layers 1 --batch 1 --frames 50 --repeats 1 --no_unfused --no_compile)
+  shape_args=(--device cpu --models wav2vec2_base --batches 1x0.25 --repeats 1)
+  compile=(); big_batch=1x0.25
+else
+  command -v nvidia-smi > /dev/null || die "no nvidia-smi: run on a CUDA machine, or pass --cpu"
+  device=cuda; ngpu=1; amp_train=true
+  step_args=(--device cuda --repeats 10)
+  shape_args=(--device cuda --batches 1x2 4x4 --repeats 5)
+  compile=(--compile); big_batch=4x4
+fi
+
+log "device check of issue 10 on $device, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- espnet_mpq bench || echo ' (+ local changes)'), budget $budget s"
+$python -c 'import torch, platform; print("torch", torch.__version__, "| cuda", torch.version.cuda,
+  "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU", "|", platform.processor())' >> "$out" 2>&1
+[ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out" 2>&1
+
+log "Stage 1: step cost, 4 x wav2vec2-base layers"
+run "step, fp32" 60 $python bench/step_overhead.py "${step_args[@]}" --amp none
+run "step, bf16 autocast" 40 $python bench/step_overhead.py "${step_args[@]}" --amp bf16
+run "step, fp16 autocast" 30 $python bench/step_overhead.py "${step_args[@]}" --amp fp16
+
+log "Stage 2: step cost and peak memory at the published sizes"
+run "real shapes, fp32" 120 $python bench/real_shapes.py "${shape_args[@]}" "${compile[@]}"
+run "real shapes, bf16" 60 $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16 \
+  "${compile[@]}"
+
+log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer"
+work=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
+# The smoke config set's training overrides, plus AMP.
+overrides="$(set +u; . egs/librispeech/conf/sets/smoke.sh; echo "$train_overrides") use_amp=$amp_train"
+recipe=(egs/librispeech/run.sh --config_set smoke --work "$work" --ngpu "$ngpu" --pretrain false
+        --train_overrides "$overrides")
+run "recipe stages 1-8 (data, 32-bit training)" 60 "${recipe[@]}" --stop_stage 8
+for quantizer in none ptq_4bit uniform_4bit two_stage_3.0bit joint_3.0bit; do
+  run "compression, $quantizer" 20 "${recipe[@]}" --stage 10 --stop_stage 10 \
+    --mpq_config "conf/tuning/train_mpq_$quantizer.yaml"
+  tail -n 3 "$work/exp/asr_mpq_$quantizer/train.log" >> "$out" 2>/dev/null || true
+done
+rm -rf "$work"
+log "finished in $((SECONDS - start)) s; results in $out"
