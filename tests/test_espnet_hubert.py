@@ -127,7 +127,7 @@ def espnet_runs(tiny_asr_corpus, tiny_espnet_hubert_ckpt, tmp_path_factory):
     """A 32-bit model on the espnet_hubert_local upstream, and joint (every upstream group and the
     downstream, 2/4/8 bits, 1 search epoch of 2) on the same upstream.
 
-    joint neither starts from nor distils the 32-bit model: see the expected failure below.
+    joint starts from the 32-bit model (--init_param) and distils it, as stage 10 of the recipe does.
     """
     from test_espnet_integration import ALL_GROUPS as ALL_WITH_DOWNSTREAM
     from test_espnet_integration import train, write_config
@@ -141,9 +141,11 @@ def espnet_runs(tiny_asr_corpus, tiny_espnet_hubert_ckpt, tmp_path_factory):
     config = write_config(
         workdir / "joint.yaml", "espnet_hubert_local", tiny_espnet_hubert_ckpt, "joint",
         {"candidate_bits": [2, 4, 8], "target_avg_bits": 3.0, "search_length": 1, "modules": ALL_WITH_DOWNSTREAM},
-        {"size_penalty_weight": 1.0},
+        {"size_penalty_weight": 1.0, "kd_weight": 1.0, "teacher_config": str(fp32.out / "config.yaml"),
+         "teacher_model_file": str(fp32.out / "valid.loss.best.pth")},
     )
-    joint = train(tiny_asr_corpus, config, workdir / "joint", "--max_epoch", "2")
+    joint = train(tiny_asr_corpus, config, workdir / "joint", "--max_epoch", "2",
+                  "--init_param", str(fp32.out / "valid.loss.best.pth"))
     return workdir, fp32, joint
 
 
@@ -165,11 +167,6 @@ def test_decoding_the_packed_file_gives_the_hypotheses_of_the_trained_model(tiny
     assert from_packed == from_checkpoint
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "espnet_mpq.core.transform._map_float_weights folds weight_g/weight_v (fairseq-style weight norm) "
-    "but not torch's parametrized weight norm (pos_conv_embed.conv.parametrizations.weight.original0/1): "
-    "loading the 32-bit model into a student whose pos_conv is quantized fails on those keys "
-    "(--init_param in stage 10 of the recipe; the teacher check of asr_train refuses the same pair)"))
 def test_init_param_gives_the_student_the_32_bit_models_positional_conv(espnet_runs):
     from test_espnet_integration import build_model
 
@@ -183,6 +180,6 @@ def test_init_param_gives_the_student_the_32_bit_models_positional_conv(espnet_r
     student = build_model(config)  # as asr_train builds it, before --init_param
     from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
 
-    load_pretrained_model(str(fp32.out / "valid.loss.best.pth"), student, "cpu")
+    load_pretrained_model(str(fp32.out / "valid.loss.best.pth"), student, ignore_init_mismatch=False)  # as asr_train
     latent = student.state_dict()[f"{conv}.parametrizations.weight.original"]
     torch.testing.assert_close(latent, fold_weight_norm(g, v))

@@ -294,7 +294,10 @@ def _float_shapes(model: torch.nn.Module) -> dict[str, tuple]:
             if tail == "original":  # the latent weight stands for the float weight
                 out[head + ".weight"] = tuple(value.shape)
             continue
-        if key.endswith(".weight_g"):  # a weight-normalised layer stands for its folded weight
+        if key.endswith(".weight_g") or tail == "original0":  # a weight-normalised layer stands for its
+            continue  # folded weight, of the shape of its v
+        if tail == "original1":
+            out[head + ".weight"] = tuple(value.shape)
             continue
         out[key[: -len("_v")] if key.endswith(".weight_v") else key] = tuple(value.shape)
     return out

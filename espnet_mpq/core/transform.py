@@ -6,8 +6,10 @@ including reads that bypass ``module.forward`` (the fused attention path of
 s3prl's wav2vec2/HuBERT MultiheadAttention reads ``q_proj.weight`` directly).
 
 The latent weight lives at ``<layer>.parametrizations.weight.original``. A state
-dict saved from a float model (``<layer>.weight``, or ``weight_g`` / ``weight_v``
-of a weight-normalised layer) still loads: ``prepare`` installs a load hook that
+dict saved from a float model (``<layer>.weight``, or a weight-normalised layer's
+``weight_g`` / ``weight_v``, or torch's parametrized weight norm
+``parametrizations.weight.original0`` / ``original1`` = g / v, as torchaudio's
+HuBERT positional conv has it) still loads: ``prepare`` installs a load hook that
 maps the float weight onto the latent weight.
 
 Example:
@@ -31,6 +33,8 @@ from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits
 
 QUANTIZABLE_TYPES = (nn.Linear, nn.Conv1d)
 LATENT_SUFFIX = ".parametrizations.weight.original"
+# torch.nn.utils.parametrizations.weight_norm's originals: g, then v.
+WEIGHT_NORM_G, WEIGHT_NORM_V = "parametrizations.weight.original0", "parametrizations.weight.original1"
 
 FilterFn = Callable[[nn.Module, str], bool]
 
@@ -124,9 +128,10 @@ def _map_float_weights(module: nn.Module, state_dict: dict, prefix: str, *args) 
     """
     for name, _ in quantized_layers(module):
         full = f"{prefix}{name}." if name else prefix
-        if full + "weight_v" in state_dict and full + "weight_g" in state_dict:
-            g, v = state_dict.pop(full + "weight_g"), state_dict.pop(full + "weight_v")
-            state_dict[full + "weight"] = fold_weight_norm(g, v)
+        for g_key, v_key in (("weight_g", "weight_v"), (WEIGHT_NORM_G, WEIGHT_NORM_V)):
+            if full + v_key in state_dict and full + g_key in state_dict:
+                g, v = state_dict.pop(full + g_key), state_dict.pop(full + v_key)
+                state_dict[full + "weight"] = fold_weight_norm(g, v)
         if full + "weight" in state_dict:
             state_dict[full + LATENT_SUFFIX[1:]] = state_dict.pop(full + "weight")
 
