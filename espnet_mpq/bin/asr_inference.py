@@ -9,11 +9,33 @@ Usage:
 Takes exactly the arguments of ``python -m espnet2.bin.asr_inference``. A model
 file that is a packed file is loaded with its real low-bit codes (see
 espnet_mpq.core.packed_file); its hypotheses equal the fake-quantized model's.
+Either way the quantized layers are stripped once after loading: each weight is
+replaced by its effective weight W_eff (the deployed bit-width, no Gumbel noise),
+so decoding runs plain float layers and never recomputes W_eff per forward.
 A bad config, model file or option of this package ends the run with one
 ``error: ...`` line and exit status 1 (espnet_mpq.bin.cli).
 """
+import logging
+
 from espnet_mpq.bin.cli import run
 from espnet_mpq.register import register
+
+
+def decoding_task():
+    """The ASR task whose ``build_model_from_file`` returns the model with its weights at W_eff."""
+    from espnet_mpq.asr.task import MpqASRTask
+    from espnet_mpq.core.transform import quantized_layers, strip
+
+    class DecodingTask(MpqASRTask):
+        @classmethod
+        def build_model_from_file(cls, config_file=None, model_file=None, device="cpu"):
+            model, args = super().build_model_from_file(config_file, model_file, device)
+            layers = len(list(quantized_layers(model)))
+            strip(model.eval())
+            logging.info(f"mpq: {layers} quantized weights fixed at their effective weight W_eff for decoding")
+            return model, args
+
+    return DecodingTask
 
 
 def main(cmd=None):
@@ -24,9 +46,7 @@ def _main(cmd=None):
     register()
     import espnet2.bin.asr_inference as inference
 
-    from espnet_mpq.asr.task import MpqASRTask
-
-    inference.ASRTask = MpqASRTask  # Speech2Text builds the model through this name
+    inference.ASRTask = decoding_task()  # Speech2Text builds the model through this name
     inference.main(cmd)
 
 
