@@ -1,0 +1,66 @@
+"""Specification of egs/librispeech/local/reference_results.py (the 32-bit reference's figures)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+LOCAL = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "local"
+sys.path.insert(0, str(LOCAL))
+import reference_results  # noqa: E402
+
+EPOCH_LINE = ("[vm] 2026-11-26 13:52:11,000 (trainer:394) INFO: {e}epoch results: [train] loss_ctc=90.1, "
+              "train_time=3.4, time={train}, total_count=125, [valid] loss_ctc=79.0, cer_ctc={cer}, "
+              "loss=79.0, time={valid}, total_count=10, [att_plot] time=8.05 seconds, total_count=0\n")
+
+
+def write_run(exp: Path, upstream: str) -> None:
+    fp32 = exp / "asr_fp32"
+    fp32.mkdir(parents=True)
+    (fp32 / "train.log").write_text(
+        EPOCH_LINE.format(e=1, train="7 minutes and 30.5 seconds", valid="10.5 seconds", cer=0.999)
+        + EPOCH_LINE.format(e=2, train="1 hour, 1 minute and 1 second", valid="9 seconds", cer=0.778))
+    for dset, wer in (("test_synth", 40.0), ("test_other_synth", 60.0)):
+        (fp32 / f"decode_{dset}").mkdir()
+        (fp32 / f"decode_{dset}" / "score.json").write_text(json.dumps(
+            {"num_utterances": 200, "systems": {"fp32": {"wer": wer, "words": 1073}}}))
+    if upstream == "ssl":
+        ssl = exp / "upstream" / "hubert_iter0"
+        ssl.mkdir(parents=True)
+        (ssl / "pretrain_time.json").write_text('{"seconds": 655, "device": "CPU (2 cores)"}')
+        (ssl / "train.log").write_text("1epoch results: [train] loss=3.2e+03, acc_m=0.071, [valid] loss=2.3e+03, "
+                                       "acc_m=0.060, time=12.04 seconds\n")
+
+
+@pytest.mark.parametrize("upstream", ["ssl", "random"])
+def test_collect_writes_the_reference_json(tmp_path, upstream):
+    write_run(tmp_path / "exp", upstream)
+    out = tmp_path / "results" / "reference.json"
+    reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", upstream,
+                            "--test_clean", "test_synth", "--test_other", "test_other_synth",
+                            "--device", "CPU (9 cores)", "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert result["test_clean"] == {"wer": 40.0, "utterances": 200, "words": 1073}
+    assert result["test_other"]["wer"] == 60.0
+    assert result["finetune_s"] == pytest.approx(450.5 + 10.5 + 3661 + 9)
+    assert result["valid_cer_per_epoch"] == [0.999, 0.778]
+    if upstream == "ssl":
+        assert (result["pretrain_s"], result["device"]) == (655, "CPU (2 cores)")
+        assert result["pretrain_valid_acc_m_per_epoch"] == [0.06]
+    else:
+        assert (result["pretrain_s"], result["device"]) == (0, "CPU (9 cores)")
+
+
+def test_table_puts_runs_side_by_side(tmp_path, capsys):
+    paths = []
+    for upstream in ("ssl", "random"):
+        write_run(tmp_path / upstream / "exp", upstream)
+        paths.append(tmp_path / f"{upstream}.json")
+        reference_results.main(["collect", "--exp", str(tmp_path / upstream / "exp"), "--upstream", upstream,
+                                "--test_clean", "test_synth", "--test_other", "test_other_synth",
+                                "--output", str(paths[-1])])
+    capsys.readouterr()
+    reference_results.main(["table", *map(str, paths)])
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["ssl", "random"]
+    assert "40.00 (1073)" in rows[2] and "0.999 0.778" in rows[2]
