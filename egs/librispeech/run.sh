@@ -57,7 +57,9 @@ if [ -z "$LIBRISPEECH" ]; then
   train_subset=train-synth; unlab_subsets=train-unlab-synth; valid_subset=dev-synth
   dev_clean=dev-synth; dev_other=dev-other-synth; test_clean=test-synth; test_other=test-other-synth
 else
-  train_subset=train-clean-100; unlab_subsets="train-clean-360 train-other-500"; valid_subset=dev-clean
+  # Pre-training (stage 6, only without --upstream) on train-clean-100's audio; add more with
+  # --unlab_subsets "train-clean-360 train-other-500".
+  train_subset=train-clean-100; unlab_subsets=""; valid_subset=dev-clean
   dev_clean=dev-clean; dev_other=dev-other; test_clean=test-clean; test_other=test-other
 fi
 test_subsets="$dev_clean $dev_other $test_clean $test_other"
