@@ -2,7 +2,7 @@
 
 Usage:
     python -m espnet_mpq.bin.asr_inference --asr_train_config exp/asr_joint/config.yaml \
-        --asr_model_file exp/asr_joint/valid.loss.ave.pth ...   # any espnet2.bin.asr_inference argument
+        --asr_model_file exp/asr_joint/latest.pth ...           # any espnet2.bin.asr_inference argument
     python -m espnet_mpq.bin.asr_inference --asr_train_config exp/asr_joint/config.yaml \
         --asr_model_file exp/asr_joint/model.mpq ...             # the packed file of espnet_mpq.bin.export
 

@@ -2,7 +2,7 @@
 
 Usage:
     python -m espnet_mpq.bin.export --asr_train_config exp/asr_joint/config.yaml \
-        --asr_model_file exp/asr_joint/valid.loss.ave.pth --output exp/asr_joint/model.mpq \
+        --asr_model_file exp/asr_joint/latest.pth --output exp/asr_joint/model.mpq \
         [--output_bit_config exp/asr_joint/bits.yaml] [--output_report exp/asr_joint/size.json]
 
 Layers still searching are fixed at argmax(lambda) first (a searching layer whose
