@@ -250,6 +250,20 @@ def test_the_fixed_bits_are_the_budget_allocation_of_the_learned_logits_and_keep
     assert 2.95 <= joint_export["report"]["model"]["average_bits"] <= 3.0
 
 
+def test_exporting_a_checkpoint_still_searching_fixes_it_by_the_budget_allocation(joint, workdir):
+    from espnet_mpq.bin.export import main as export
+
+    searching = build_model(joint.first.out / "config.yaml")
+    with torch.no_grad():
+        for name, s in quantized_layers(searching):
+            s.arch_logits.copy_(buffers(joint.after_first, "arch_logits")[name])
+    torch.save(searching.state_dict(), workdir / "searching.pth")
+    export(["--asr_train_config", str(joint.first.out / "config.yaml"), "--asr_model_file",
+            str(workdir / "searching.pth"), "--output_report", str(workdir / "searching_size.json")])
+    report = json.loads((workdir / "searching_size.json").read_text())
+    assert 2.95 <= report["model"]["average_bits"] <= 3.0
+
+
 def test_resume_keeps_the_annealed_temperature(joint, joint_final):
     tau_after_first = buffers(joint.after_first, "tau")
     assert all(float(v) < 1.0 for v in tau_after_first.values())  # annealed from tau_start = 1

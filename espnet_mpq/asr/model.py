@@ -148,14 +148,20 @@ class MpqESPnetModel(ESPnetASRModel):
             return
         config = self.quantizer
         if config.search_done(self.progress()):
-            bits = fix_to_allocation(self, config.size_target(), config.allocation)
-            self._searching = False
-            report = storage_report(self)
-            logging.info(f"mpq: search finished at progress {self.progress():.3f} ({config.schedule_unit}); "
-                         f"bit-widths fixed by allocation '{config.allocation}' for {config.size_target().describe()}: "
-                         f"average {report.average_bits:.3f} bits, {report.size_mb:.4f} MB; {bits}")
+            self.finish_search()
         else:
             set_temperature(self, config.temperature(self.progress()))
+
+    def finish_search(self) -> dict[str, int]:
+        """Fix every searching layer by the quantizer's allocation rule (searching quantizers); layer name -> bits."""
+        config = self.quantizer
+        bits = fix_to_allocation(self, config.size_target(), config.allocation)
+        self._searching = False
+        report = storage_report(self)
+        logging.info(f"mpq: search finished at progress {self.progress():.3f} ({config.schedule_unit}); "
+                     f"bit-widths fixed by allocation '{config.allocation}' for {config.size_target().describe()}: "
+                     f"average {report.average_bits:.3f} bits, {report.size_mb:.4f} MB; {bits}")
+        return bits
 
     @property
     def searching(self) -> bool:

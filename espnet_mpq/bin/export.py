@@ -5,7 +5,8 @@ Usage:
         --asr_model_file exp/asr_joint/latest.pth --output exp/asr_joint/model.mpq \
         [--output_bit_config exp/asr_joint/bits.yaml] [--output_report exp/asr_joint/size.json]
 
-Layers still searching are fixed at argmax(lambda) first (a searching layer whose
+Layers still searching are fixed first, by the quantizer's allocation rule (the
+budget allocation keeps the target, as at the end of the search; a searching layer whose
 logits are all equal, as in a 32-bit checkpoint given with a joint config, is
 refused: it never searched); scales never initialised (post-training
 quantization) are initialised from the weights. The
@@ -71,6 +72,8 @@ def export(config: Path, model_file: Path, output: Path | None, bit_config: Path
     model.eval()
     refuse_unsearched(model, model_file)
     initialize_scales(model)
+    if getattr(model, "searching", False):  # as the search's end would: the quantizer's allocation rule
+        model.finish_search()
     fix_bit_widths(model)
     whole, upstream = storage_report(model), storage_report(model.frontend.upstream)
     result = {
