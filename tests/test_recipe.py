@@ -98,7 +98,7 @@ def test_missing_librispeech_subset_is_named(tmp_path):
     result = run_recipe("--work", str(tmp_path / "work"), "--stop_stage", "1",
                         env={"LIBRISPEECH": str(tmp_path / "LibriSpeech")})
     assert result.returncode != 0
-    assert "subset 'dev-other' not found" in result.stderr + result.stdout
+    assert "subset 'test-clean' not found" in result.stderr + result.stdout
 
 
 def test_unknown_mpq_config_is_refused_before_any_stage(tmp_path):

@@ -376,7 +376,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
           --output "$mpq_dir/train_stage2.yaml"
         train "$mpq_dir/train_stage2.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
     esac
-    device="CPU ($(nproc) cores)"
+    device="CPU ($(nproc --all) cores)"
     [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
     clock_stop
     printf '{"seconds": %d, "device": "%s", "quantizer": "%s", "runs": %d}\n' "$(clock_total)" "$device" \
