@@ -178,8 +178,15 @@ def espeak_names(*espeak_args: str) -> dict[str, str]:
     return names
 
 
-def make_speakers(voices: list[str], variants: list[str], rng: random.Random) -> list[Speaker]:
-    """One speaker per voice x variant, in table order, each with a drawn rate and pitch."""
+def make_speakers(
+    voices: list[str], variants: list[str], rng: random.Random, first_id: int = FIRST_SPEAKER_ID,
+    rate_ranges: tuple[tuple[int, int], ...] = (RATE_WPM,),
+) -> list[Speaker]:
+    """One speaker per voice x variant, in table order, each with a drawn rate and pitch.
+
+    The rate is drawn from ``rate_ranges`` (from one of them, chosen at random, when there
+    are several: the "other" conditions use OTHER_RATE_WPM, outside the training range).
+    """
     known_voices, known_variants = espeak_names("--voices"), espeak_names("--voices=variant")
     for names, known, listing in ((voices, known_voices, "--voices"), (variants, known_variants, "--voices=variant")):
         unknown = [name for name in names if name not in known]
@@ -188,33 +195,11 @@ def make_speakers(voices: list[str], variants: list[str], rng: random.Random) ->
     table = [(voice, variant) for voice in voices for variant in variants]
     return [
         Speaker(
-            speaker_id=FIRST_SPEAKER_ID + index,
-            voice=voice,
-            variant=variant,
-            sex=known_variants[variant],
-            rate=rng.randint(*RATE_WPM),
-            pitch=rng.randint(*PITCH),
-        )
-        for index, (voice, variant) in enumerate(table)
-    ]
-
-
-def make_other_speakers(
-    voices: list[str], variants: list[str], rng: random.Random, first_id: int
-) -> list[Speaker]:
-    """Speakers of the "other" conditions: voice x unseen variant, rates outside RATE_WPM."""
-    known_variants = espeak_names("--voices=variant")
-    unknown = [name for name in variants if name not in known_variants]
-    if unknown:
-        raise CorpusError(f"espeak-ng does not know {', '.join(unknown)} (see espeak-ng --voices=variant)")
-    table = [(voice, variant) for voice in voices for variant in variants]
-    return [
-        Speaker(
             speaker_id=first_id + index,
             voice=voice,
             variant=variant,
             sex=known_variants[variant],
-            rate=rng.randint(*rng.choice(OTHER_RATE_WPM)),
+            rate=rng.randint(*(rate_ranges[0] if len(rate_ranges) == 1 else rng.choice(rate_ranges))),
             pitch=rng.randint(*PITCH),
         )
         for index, (voice, variant) in enumerate(table)
@@ -428,9 +413,8 @@ def build_plan(args: argparse.Namespace) -> tuple[list[str], list[Utterance]]:
         splits.append((args.unlab_subset, args.num_unlab, train_phrases[start:] + train_phrases[:start], train_speakers))
     other_subsets = []
     if args.num_dev_other or args.num_test_other:
-        other_speakers = make_other_speakers(
-            args.voices.split(","), args.other_variants.split(","), rng, FIRST_SPEAKER_ID + len(speakers)
-        )
+        other_speakers = make_speakers(args.voices.split(","), args.other_variants.split(","), rng,
+                                       FIRST_SPEAKER_ID + len(speakers), OTHER_RATE_WPM)
         if len(other_speakers) < 2:
             raise CorpusError("--other_variants: at least two other-condition speakers are needed (dev and test)")
         rng.shuffle(other_speakers)
