@@ -14,6 +14,15 @@ def _tiny_checkpoint(tmp_path_factory, arch: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def wavs():
+    """Two utterances of noise, (2, 4000) waveforms and their lengths (2,)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, 4000, generator=generator) * 0.1, torch.tensor([4000, 3200])
+
+
+@pytest.fixture(scope="session")
 def tiny_hubert_ckpt(tmp_path_factory) -> str:
     """Path of a random tiny HuBERT (2 layers x 64 dims), loadable as s3prl's ``hubert_local``."""
     return _tiny_checkpoint(tmp_path_factory, "hubert")

@@ -14,6 +14,7 @@ import torch
 from espnet_mpq.core.packed_file import load_packed, save_packed
 from espnet_mpq.core.transform import prepare, quantized_layers
 from espnet_mpq.quantizers import ALL_GROUPS, DOWNSTREAM, MODULE_GROUPS, select_layers
+from test_s3prl_attention import last_hidden
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -37,19 +38,6 @@ def load_upstream(tiny_espnet_hubert_ckpt):
     from s3prl.nn import S3PRLUpstream
 
     return lambda: S3PRLUpstream("espnet_hubert_local", path_or_url=tiny_espnet_hubert_ckpt).eval()
-
-
-@pytest.fixture(scope="module")
-def wavs():
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(2, 4000, generator=generator) * 0.1, torch.tensor([4000, 3200])
-
-
-def last_hidden(upstream, wavs) -> torch.Tensor:
-    """Last hidden state (B, T, D) of the upstream."""
-    with torch.no_grad():
-        hidden_states, _ = upstream(*wavs)
-    return hidden_states[-1]
 
 
 def quantized(load_upstream, groups: list[str], bits: int, only: str = ""):

@@ -27,12 +27,6 @@ def load_upstream(tiny_hubert_ckpt):
     return lambda: S3PRLUpstream("hubert_local", path_or_url=tiny_hubert_ckpt).eval()
 
 
-@pytest.fixture(scope="module")
-def wavs():
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(2, 4000, generator=generator) * 0.1, torch.tensor([4000, 3200])
-
-
 def last_hidden(upstream, wavs) -> torch.Tensor:
     """Last hidden state (B, T, D) of the upstream."""
     with torch.no_grad():
