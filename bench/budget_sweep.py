@@ -4,6 +4,7 @@
 Usage:
     python bench/budget_sweep.py --fp32_dir egs/librispeech/exp/asr_fp32 --work bench/budget_sweep
     python bench/budget_sweep.py --fp32_dir ... --targets 4.0 3.5 --search_steps 60
+    python bench/budget_sweep.py --fp32_dir ... --set frontend_conf.quantizer_conf.arch_lr=0.2   # an ablation
 
 For each target T, an ESPnet training run (espnet_mpq.bin.asr_train) starts from the
 32-bit model of ``--fp32_dir`` (its config.yaml names the data, tokens and upstream),
@@ -45,7 +46,7 @@ def run_root(fp32_dir: Path) -> Path:
     return fp32_dir if out.is_absolute() else fp32_dir.parents[len(out.parts) - 1]
 
 
-def search_config(fp32_dir: Path, target: float, search_steps: int | None, out: Path) -> Path:
+def search_config(fp32_dir: Path, target: float, search_steps: int | None, out: Path, extra: list[str]) -> Path:
     """The fp32 run's config with the joint preset at ``target`` as two_stage's stage 1 (search only)."""
     from espnet_mpq.bin.compose_config import compose, two_stage_search, write_yaml_atomic
 
@@ -59,7 +60,7 @@ def search_config(fp32_dir: Path, target: float, search_steps: int | None, out: 
     if search_steps:
         overrides += ["frontend_conf.quantizer_conf.schedule_unit=iteration",
                       f"frontend_conf.quantizer_conf.search_length={search_steps}"]
-    config = two_stage_search(compose(fp32_dir / "config.yaml", [PRESET], overrides))
+    config = two_stage_search(compose(fp32_dir / "config.yaml", [PRESET], overrides + extra))
     for key in ("output_dir", "init_param", "resume", "required", "version", "distributed"):  # not options here
         config.pop(key, None)
     path = out / "search.yaml"
@@ -67,13 +68,13 @@ def search_config(fp32_dir: Path, target: float, search_steps: int | None, out: 
     return path
 
 
-def run_search(fp32_dir: Path, target: float, search_steps: int | None, out: Path) -> float:
+def run_search(fp32_dir: Path, target: float, search_steps: int | None, out: Path, extra: list[str]) -> float:
     """Train the search (resumable); return the wall-clock seconds of all its runs."""
     out.mkdir(parents=True, exist_ok=True)
     seconds_file = out / "seconds.json"
     if (out / ".done").exists():
         return json.loads(seconds_file.read_text())["seconds"]
-    config = search_config(fp32_dir, target, search_steps, out)
+    config = search_config(fp32_dir, target, search_steps, out, extra)
     start = time.time()
     with open(out / "train.log", "a") as log:
         proc = subprocess.run([sys.executable, "-m", "espnet_mpq.bin.asr_train", "--config", str(config),
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=TARGETS)
     parser.add_argument("--search_steps", type=int, default=None,
                         help="search length in optimizer steps (default: the preset's 1 epoch)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                        help="compose_config override of every search config (repeatable), e.g. for an ablation")
     args = parser.parse_args(argv)
     from espnet_mpq.register import register
 
@@ -126,12 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.fp32_dir / f).is_file():
             raise SystemExit(f"budget_sweep: --fp32_dir {args.fp32_dir} has no {f} (run the recipe's stage 8 first)")
     print(f"# budget sweep: joint's search over candidates {CANDIDATES} from {args.fp32_dir}; "
-          f"search {'%d optimizer steps' % args.search_steps if args.search_steps else '1 epoch'}")
+          f"search {'%d optimizer steps' % args.search_steps if args.search_steps else '1 epoch'}"
+          + (f"; overrides {args.overrides}" if args.overrides else ""))
     print(f"{'target':>6} {'expected':>9} {'argmax':>7} {'deployed':>9} {'max-prob':>9} {'seconds':>8}")
     rows = []
     for target in args.targets:
         out = (args.work / f"target_{target:g}").resolve()
-        seconds = run_search(args.fp32_dir, target, args.search_steps, out)
+        seconds = run_search(args.fp32_dir, target, args.search_steps, out, args.overrides)
         row = {"target": target, "seconds": seconds, **figures(out)}
         rows.append(row)
         print(f"{target:6.2f} {row['expected_avg_bits']:9.3f} {row['argmax_avg_bits']:7.3f} "
