@@ -170,10 +170,9 @@ def allocate(model: nn.Module, target: SizeTarget | None, rule: str = "budget") 
         lps = [[0.0] if k is not None else lp for k, lp in zip(fixed, log_probs)]
         bits = [(b[k],) if k is not None else b for k, b in zip(fixed, _candidates(layers))]
         picks = allocate_budget(lps, [layer.numel for layer in layers], bits, lo, hi)
-        picks = [k if k is not None else pick for k, pick in zip(fixed, picks)]
     else:
         raise ValueError(f"allocation {rule!r} is not allowed: use 'budget' or 'argmax'")
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(layers):  # both rules: a fixed layer keeps its own index
         if layer.supernet.is_fixed:
             picks[i] = layer.supernet.chosen_index
     return {layer.name: k for layer, k in zip(layers, picks)}
