@@ -171,3 +171,18 @@ def test_init_param_gives_the_student_the_32_bit_models_positional_conv(espnet_r
     load_pretrained_model(str(fp32.out / "valid.loss.best.pth"), student, ignore_init_mismatch=False)  # as asr_train
     latent = student.state_dict()[f"{conv}.parametrizations.weight.original"]
     torch.testing.assert_close(latent, fold_weight_norm(g, v))
+
+
+def test_the_frontend_feeds_the_upstream_on_its_weights_device(tiny_espnet_hubert_ckpt, wavs):
+    """s3prl's espnet_hubert expert fixes ``device`` when built (CUDA whenever a GPU is visible);
+    decoding with --ngpu 0 on a GPU machine then sent CUDA inputs to CPU weights. Seen on an
+    H200; here a stale device is simulated."""
+    from espnet_mpq.asr.frontend import S3prlMpqFrontend
+
+    frontend = S3prlMpqFrontend(upstream="espnet_hubert_local", path_or_url=tiny_espnet_hubert_ckpt,
+                                multilayer_feature=True).eval()
+    expert = frontend.upstream.upstream
+    expert.device = torch.device("meta")  # as built on a device the model has since left
+    with torch.no_grad():
+        feats, lengths = frontend(*wavs)
+    assert feats.device.type == "cpu" and torch.isfinite(feats).all()

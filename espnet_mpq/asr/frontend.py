@@ -19,6 +19,7 @@ import copy
 import logging
 from typing import Optional, Union
 
+import torch
 from typeguard import typechecked
 
 from espnet2.asr.frontend.s3prl import S3prlFrontend
@@ -56,6 +57,7 @@ class S3prlMpqFrontend(S3prlFrontend):
         _check_upstream_name(conf.get("upstream"))
         super().__init__(fs=fs, frontend_conf=conf, download_dir=download_dir,
                          multilayer_feature=multilayer_feature, layer=layer)
+        _follow_weights_device(self.upstream.upstream)
         self.quantizer_config: QuantizerConfig = config
         groups = [g for g in config.modules if g != DOWNSTREAM]
         names = apply_quantizer(config, self, groups, bit_config_prefix=FRONTEND_PREFIX)
@@ -65,6 +67,23 @@ class S3prlMpqFrontend(S3prlFrontend):
         logging.info(f"s3prl_mpq: quantizer '{config.name}' on {len(names)} upstream layers")
         # reload_pretrained_parameters() (called by ESPnet's initialize) restores this state.
         self.pretrained_params = copy.deepcopy(self.upstream.state_dict())
+
+
+def _follow_weights_device(expert: torch.nn.Module) -> None:
+    """Keep an s3prl expert's ``device`` attribute equal to its weights' device.
+
+    Some experts (``espnet_hubert_local``) fix ``self.device`` when built (CUDA whenever a
+    GPU is visible) and move their inputs there in forward. Once ESPnet has moved the model
+    elsewhere, e.g. decoding with ``--ngpu 0`` on a GPU machine, inputs and weights would
+    sit on different devices; a forward pre-hook re-reads the device each call.
+    """
+    if not isinstance(getattr(expert, "device", None), torch.device):
+        return
+
+    def follow(module: torch.nn.Module, args) -> None:
+        module.device = next(module.parameters()).device
+
+    expert.register_forward_pre_hook(follow)
 
 
 def _check_upstream_name(name: Optional[str]) -> None:
