@@ -95,3 +95,39 @@ def test_compiled_kernels_give_the_same_values_and_gradients():
     compiled = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, compile=True), w, scales, g, grad_out)
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+class HostToDevice(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records what brings host data to another device: a tensor built from Python data there
+    (torch.tensor(..., device=...)) or an index op (a Python index list is built on the host and
+    copied). On a GPU each such copy from pageable host memory waits for the device's queue."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.ops: list[str] = []
+        build = torch.tensor
+
+        def tensor(data, *args, device=None, **kwargs):
+            if device is not None and torch.device(device).type != "cpu":
+                self.ops.append(f"torch.tensor({data!r}, device={device})")
+            return build(data, *args, device=device, **kwargs)
+
+        monkeypatch.setattr(torch, "tensor", tensor)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default):
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("bits", [(4,), (2, 4, 8), (1, 2, 3, 4, 8)], ids=str)
+def test_a_step_on_a_device_brings_nothing_from_host_memory(bits, monkeypatch):
+    """Forward and backward with every tensor on a non-CPU device (meta stands for a GPU, where
+    every candidate is computed) copy no host data there: no index lists, no torch.tensor of
+    per-candidate constants."""
+    w, scales, g, grad_out = (t.to("meta") for t in inputs((12, 20), bits))
+    w, scales, g = (t.requires_grad_() for t in (w, scales, g))
+    with HostToDevice(monkeypatch) as mode:
+        fused_mix_fake_quantize(w, scales, g, bits).backward(grad_out)
+    assert mode.ops == []
+    assert w.grad is not None and scales.grad.shape == scales.shape and g.grad.shape == g.shape

@@ -193,3 +193,21 @@ def test_a_training_forward_reads_no_buffer_back_to_the_host(fixed):
     layer.train()
     layer(torch.randn(2, 8)).sum().backward()
     assert layer.parametrizations.weight.original.grad is not None
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_training_step_on_a_device_brings_nothing_from_host_memory(fixed, monkeypatch):
+    """The supernet's training step (Gumbel-Softmax sample, fused quantizer, backward) on a non-CPU
+    device (meta stands for a GPU) copies no host data there."""
+    from test_fused import HostToDevice
+
+    layer = nn.Linear(8, 4)
+    parametrize.register_parametrization(layer, "weight", MixedPrecisionWeight(layer.weight, [2, 4, 8]), unsafe=True)
+    layer(torch.randn(2, 8))  # initialises the scales
+    if fixed:
+        layer.parametrizations.weight[0].fix(1)
+    layer.to("meta").train()
+    with HostToDevice(monkeypatch) as mode:
+        layer(torch.randn(2, 8, device="meta")).sum().backward()
+    assert mode.ops == []
+    assert layer.parametrizations.weight.original.grad is not None

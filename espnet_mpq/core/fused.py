@@ -132,7 +132,8 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
     def forward(ctx, weight, scales, mixture, bits, active, compile):
         forward_block, _ = _kernels(compile)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
-        s, g, used = scales[list(active)], mixture[list(active)], tuple(bits[i] for i in active)
+        s, g = _take(scales, active), _take(mixture, active)
+        used = tuple(bits[i] for i in active)
         out = torch.empty_like(w)
         for rows in _row_blocks(w.shape[0], w.shape[1], compile):
             out[rows] = forward_block(w[rows], s[:, rows], g, used)
@@ -144,11 +145,11 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
     def backward(ctx, grad_out):
         weight, scales, mixture = ctx.saved_tensors
         _, backward_block = _kernels(ctx.compile)
-        active = list(ctx.active)
+        active = ctx.active
         used = tuple(ctx.bits[i] for i in active)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         grad = grad_out.reshape(w.shape)
-        s, g = scales[active], mixture[active]
+        s, g = _take(scales, active), _take(mixture, active)
         grad_w = torch.empty_like(w)
         grad_s_used = torch.empty_like(s)  # (n_active, C)
         grad_g_used = torch.zeros_like(g)
@@ -157,12 +158,25 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
             grad_w[rows] = dw
             grad_s_used[:, rows] = ds
             grad_g_used += dg
-        lsq = torch.tensor([1.0 / math.sqrt(w.shape[1] * qmax(b)) for b in used], dtype=s.dtype, device=s.device)
-        grad_s = torch.zeros_like(scales)
-        grad_s[active] = grad_s_used * lsq[:, None]
-        grad_g = torch.zeros_like(mixture)
-        grad_g[active] = grad_g_used
-        return grad_w.view_as(weight), grad_s, grad_g, None, None, None
+        for j, b in enumerate(used):  # the LSQ factor, a Python float per candidate (nothing from the host)
+            grad_s_used[j].mul_(1.0 / math.sqrt(w.shape[1] * qmax(b)))
+        return (grad_w.view_as(weight), _put(grad_s_used, active, scales), _put(grad_g_used, active, mixture),
+                None, None, None)
+
+
+def _take(x: torch.Tensor, active: tuple[int, ...]) -> torch.Tensor:
+    """x[active] along dim 0; x itself when every candidate is active (no index list: on a GPU
+    building one copies from host memory, which waits for the device)."""
+    return x if len(active) == x.shape[0] else x[list(active)]
+
+
+def _put(part: torch.Tensor, active: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A zero tensor shaped ``like`` with rows ``active`` = part; part itself when all are active."""
+    if len(active) == like.shape[0]:
+        return part
+    full = torch.zeros_like(like)
+    full[list(active)] = part
+    return full
 
 
 def _active(mixture: torch.Tensor, dead_threshold: float) -> tuple[int, ...]:

@@ -204,6 +204,8 @@ class MixedPrecisionWeight(nn.Module):
         else:
             scales, g, bits = self.scales, self.mixture_weights(), self.candidate_bits
         mix = compiled_fused_mix_fake_quantize if self.compile else fused_mix_fake_quantize
+        if not torch.amp.is_autocast_available(weight.device.type):  # e.g. meta: nothing to turn off
+            return mix(weight.float(), scales, g, bits)
         with torch.autocast(device_type=weight.device.type, enabled=False):
             return mix(weight.float(), scales, g, bits)
 
