@@ -16,7 +16,8 @@ epoch; ``--search_steps N`` makes it N optimizer steps instead.
 
 Per target it prints the expected, argmax and deployed average bits at the end of the
 search (deployed: the bits the budget allocation fixed, from the checkpoint), the
-mean max-prob of the layers' distributions, and the run's seconds. The last line is
+mean max-prob of the layers' distributions (plain, and weighted by parameter count),
+the CTC CER of ESPnet's validation after the bits were fixed, and the run's seconds. The last line is
 JSON: {"targets": [...], "deployed_bits": [...], "max_abs_error": x} with x the
 largest |deployed - T|, plus "within_window" (every deployed value in [T - 0.05, T])
 and "strictly_decreasing". Finished runs are reused (delete --work to redo them).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -89,8 +91,16 @@ def run_search(fp32_dir: Path, target: float, search_steps: int | None, out: Pat
     return seconds
 
 
+def valid_cer(train_log: Path) -> float | None:
+    """The CTC character error rate of ESPnet's last validation in ``train_log`` (after the bits were fixed)."""
+    results = [line for line in train_log.read_text(errors="replace").splitlines() if "epoch results:" in line]
+    found = re.search(r"\[valid\].*?cer_ctc=([\d.]+)", results[-1]) if results else None
+    return float(found.group(1)) if found else None
+
+
 def figures(out: Path) -> dict:
-    """Expected / argmax / deployed average bits and mean max-prob of the finished search's checkpoint."""
+    """Expected / argmax / deployed average bits, mean max-prob (plain and parameter-weighted) and
+    valid CER of the finished search's checkpoint."""
     from espnet_mpq.asr.task import MpqASRTask
     from espnet_mpq.core.accounting import storage_report
     from espnet_mpq.core.budget import layers_of
@@ -99,16 +109,18 @@ def figures(out: Path) -> dict:
     layers = layers_of(model)
     n = sum(layer.numel for layer in layers)
     expected = argmax = 0.0
-    max_probs = []
+    max_probs, weighted_max_prob = [], 0.0
     for layer in layers:
         s = layer.supernet
-        p = torch.softmax(s.arch_logits.detach().double(), dim=0)
+        p = torch.softmax(s.logits().double(), dim=0)
         expected += layer.numel * float((p * s.bits.double()).sum())
         argmax += layer.numel * s.candidate_bits[int(p.argmax())]
         max_probs.append(float(p.max()))
+        weighted_max_prob += layer.numel * float(p.max())
     return {"expected_avg_bits": expected / n, "argmax_avg_bits": argmax / n,
             "deployed_avg_bits": storage_report(model).average_bits,
-            "mean_max_prob": sum(max_probs) / len(max_probs), "all_fixed": all(l.supernet.is_fixed for l in layers)}
+            "mean_max_prob": sum(max_probs) / len(max_probs), "weighted_max_prob": weighted_max_prob / n,
+            "valid_cer": valid_cer(out / "train.log"), "all_fixed": all(l.supernet.is_fixed for l in layers)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,15 +143,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# budget sweep: joint's search over candidates {CANDIDATES} from {args.fp32_dir}; "
           f"search {'%d optimizer steps' % args.search_steps if args.search_steps else '1 epoch'}"
           + (f"; overrides {args.overrides}" if args.overrides else ""))
-    print(f"{'target':>6} {'expected':>9} {'argmax':>7} {'deployed':>9} {'max-prob':>9} {'seconds':>8}")
+    print(f"{'target':>6} {'expected':>9} {'argmax':>7} {'deployed':>9} {'max-prob':>9} {'weighted':>9} "
+          f"{'valid-CER':>9} {'seconds':>8}")
     rows = []
     for target in args.targets:
         out = (args.work / f"target_{target:g}").resolve()
         seconds = run_search(args.fp32_dir, target, args.search_steps, out, args.overrides)
         row = {"target": target, "seconds": seconds, **figures(out)}
         rows.append(row)
+        cer = "-" if row["valid_cer"] is None else f"{row['valid_cer']:.3f}"
         print(f"{target:6.2f} {row['expected_avg_bits']:9.3f} {row['argmax_avg_bits']:7.3f} "
-              f"{row['deployed_avg_bits']:9.3f} {row['mean_max_prob']:9.3f} {seconds:8.0f}", flush=True)
+              f"{row['deployed_avg_bits']:9.3f} {row['mean_max_prob']:9.3f} {row['weighted_max_prob']:9.3f} "
+              f"{cer:>9} {seconds:8.0f}", flush=True)
     deployed = [r["deployed_avg_bits"] for r in rows]
     order = sorted(range(len(rows)), key=lambda i: -rows[i]["target"])
     print(json.dumps({
@@ -149,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         "within_window": all(r["target"] - 0.05 <= d <= r["target"] for d, r in zip(deployed, rows)),
         "strictly_decreasing": all(deployed[a] > deployed[b] for a, b in zip(order, order[1:])),
         "mean_max_prob": [round(r["mean_max_prob"], 3) for r in rows],
+        "weighted_max_prob": [round(r["weighted_max_prob"], 3) for r in rows],
+        "valid_cer": [r["valid_cer"] for r in rows],
         "seconds": [round(r["seconds"]) for r in rows],
     }))
 

@@ -209,6 +209,9 @@ class JointConfig(QuantizerConfig):
     # Learning rate of the largest layer's logits (others: scaled by their size), no weight
     # decay. 0.05 moves a logit by ~6 over a 125-step search: distributions concentrate.
     arch_lr: float = 0.05
+    # Task and size get their own logits (espnet_mpq.core.supernet): the task part learns at
+    # arch_lr in every layer, the size part at arch_lr scaled by the layer's size.
+    split_logits: bool = False
     allocation: str = "budget"  # final bits: 'budget' (keeps the target) or 'argmax'
 
     def __post_init__(self):
@@ -382,4 +385,5 @@ def apply_quantizer(
         plan = mine
     else:
         plan = {n: list(candidates) for n in names}
-    return prepare(module, layer_bits=plan, scale_init=config.scale_init, compile=config.compile)
+    return prepare(module, layer_bits=plan, scale_init=config.scale_init, compile=config.compile,
+                   split_logits=getattr(config, "split_logits", False))

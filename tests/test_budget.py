@@ -216,3 +216,66 @@ def test_a_searching_checkpoint_loads_as_searching_with_its_temperature():
     fresh = toy_model()
     fresh.load_state_dict(model.state_dict())
     assert all(not s.is_fixed and s._tau == pytest.approx(0.3) for _, s in quantized_layers(fresh))
+
+
+def split_model(split: bool, arch_lr: float = 0.05) -> nn.Sequential:
+    """Two searching layers of 100 and 1,000 weights, with the mpq model's optimizer groups."""
+    from espnet_mpq.quantizers import build_config
+
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 100, bias=False))
+    prepare(model, candidate_bits=[2, 4, 8], split_logits=split)
+    model._searches = True
+    model.quantizer = build_config("joint", {"candidate_bits": [2, 4, 8], "target_avg_bits": 3.0,
+                                             "arch_lr": arch_lr, "split_logits": split})
+    return model.train()
+
+
+def test_split_logits_send_the_task_loss_to_the_task_part_and_the_penalty_to_the_size_part():
+    model = split_model(split=True)
+    model(torch.randn(3, 10)).square().sum().backward()  # a task loss, through the Gumbel-Softmax sample
+    for _, s in quantized_layers(model):
+        assert s.arch_logits.grad.abs().sum() > 0 and s.size_logits.grad is None
+        s.arch_logits.grad = None
+    expected_average_bits(model).backward()  # the size penalty's argument
+    for _, s in quantized_layers(model):
+        assert s.arch_logits.grad is None and s.size_logits.grad.abs().sum() > 0
+
+
+def test_split_logits_groups_give_the_task_part_one_rate_and_the_size_part_a_size_scaled_one():
+    from espnet_mpq.asr.model import ARCH_LR_KEY, MpqESPnetModel
+
+    model = split_model(split=True, arch_lr=0.1)
+    groups = MpqESPnetModel.optimizer_param_groups(model)
+    rates = {id(p): (g["lr"], g[ARCH_LR_KEY], g["weight_decay"]) for g in groups[1:] for p in g["params"]}
+    scales = arch_lr_scales(model)
+    for name, s in quantized_layers(model):
+        assert rates[id(s.arch_logits)] == (0.1, 0.1, 0.0)
+        assert rates[id(s.size_logits)] == (pytest.approx(0.1 * scales[name]),) * 2 + (0.0,)
+    assert not {id(p) for p in groups[0]["params"]} & set(rates)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_task_signal_moves_a_small_layer_as_fast_as_a_large_one_only_with_split_logits(split):
+    """A task loss that favours more bits, through Adam with the model's groups: without the split
+    the small layer's logits learn at a tenth of the rate; with it both learn at arch_lr."""
+    from espnet_mpq.asr.model import MpqESPnetModel
+
+    torch.manual_seed(0)
+    model = split_model(split)
+    optimizer = torch.optim.Adam(MpqESPnetModel.optimizer_param_groups(model))
+    for _ in range(20):
+        optimizer.zero_grad()
+        sum(-(s.mixture_weights() * s.bits).sum() for _, s in quantized_layers(model)).backward()
+        optimizer.step()
+    small, large = (float(s.expected_bits()) - 14 / 3 for _, s in quantized_layers(model))
+    assert large > 0.5
+    assert (small > 0.5 * large) if split else (0 < small < 0.2 * large)
+
+
+def test_a_checkpoint_without_size_logits_loads_with_them_zero():
+    model = split_model(split=True)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("size_logits")}
+    for _, s in quantized_layers(model):
+        s.size_logits.data.fill_(3.0)
+    model.load_state_dict(state)
+    assert all(bool((s.size_logits == 0).all()) for _, s in quantized_layers(model))

@@ -44,7 +44,7 @@ from espnet_mpq.core.budget import arch_lr_scales, check_target, fix_to_allocati
 from espnet_mpq.core.transform import expected_average_bits, quantized_layers, set_temperature
 from espnet_mpq.quantizers import DOWNSTREAM, JointConfig, NoneConfig, apply_quantizer
 
-ARCH_LOGITS = "arch_logits"
+ARCH_LOGITS = ("arch_logits", "size_logits")
 ARCH_LR_KEY = "mpq_arch_lr"  # an optimizer group's own constant learning rate (see espnet_mpq.asr.task)
 PROJECTION_INTERVAL = 20  # training forwards between two computations of projected_avg_bits
 
@@ -275,16 +275,19 @@ class MpqESPnetModel(ESPnetASRModel):
         """The model's parameters, then, for a search, one group per quantized layer's logits.
 
         Layer l's logits get lr = arch_lr * n_l / max n and no weight decay (the size
-        weighting that survives Adam, see espnet_mpq.core.budget). The groups do not
+        weighting that survives Adam, see espnet_mpq.core.budget); with split_logits its
+        task logits get arch_lr and its size logits arch_lr * n_l / max n. The groups do not
         depend on the mode, so a resumed run finds the optimizer state it saved.
         """
         rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]
         groups = [{"params": rest}]
         if self._searches:
-            scales = arch_lr_scales(self)
+            scales, arch_lr = arch_lr_scales(self), self.quantizer.arch_lr
+            split = self.quantizer.split_logits
             for name, s in quantized_layers(self):
-                lr = self.quantizer.arch_lr * scales[name]
-                groups.append({"params": [s.arch_logits], "lr": lr, ARCH_LR_KEY: lr, "weight_decay": 0.0})
+                parts = [(s.arch_logits, arch_lr), (s.size_logits, arch_lr * scales[name])] if split else \
+                    [(s.arch_logits, arch_lr * scales[name])]
+                groups += [{"params": [p], "lr": lr, ARCH_LR_KEY: lr, "weight_decay": 0.0} for p, lr in parts]
         return groups
 
 

@@ -56,7 +56,7 @@ def refuse_unsearched(model, model_file: Path) -> None:
     config loads, as post-training quantization needs): refuse rather than export arbitrary bits.
     """
     unsearched = [name for name, s in quantized_layers(model)
-                  if not s.is_fixed and len(s.candidate_bits) > 1 and bool((s.arch_logits == s.arch_logits[0]).all())]
+                  if not s.is_fixed and len(s.candidate_bits) > 1 and bool((s.logits() == s.logits()[0]).all())]
     if unsearched:
         raise ValueError(
             f"{model_file}: {len(unsearched)} searching layer(s) never learned a bit-width (equal architecture "

@@ -142,7 +142,7 @@ def check_target(model: nn.Module, target: SizeTarget) -> None:
 @torch.no_grad()
 def _log_probs(layers: list[Layer]) -> list[np.ndarray]:
     """log softmax(lambda^l) per layer, read from the device in one transfer."""
-    flat = torch.cat([layer.supernet.arch_logits.detach().float().reshape(-1) for layer in layers]).cpu()
+    flat = torch.cat([layer.supernet.logits().float().reshape(-1) for layer in layers]).cpu()
     out, i = [], 0
     for layer in layers:
         n = len(layer.supernet.candidate_bits)

@@ -10,6 +10,15 @@ architecture logit lambda_i. In the search phase a training forward draws
 and the layer applies W_eff once (one matmul or conv), whatever n is.
 Expected bits: E_bits = sum_i softmax(lambda)_i * b_i (differentiable in lambda).
 
+Split logits (``split_logits=True``): lambda = lambda_task + lambda_size, two parameters.
+The sample g uses lambda_task + sg(lambda_size) and E_bits uses sg(lambda_task) + lambda_size
+(sg: stop-gradient), so the task loss trains lambda_task only and the size penalty
+lambda_size only. An optimiser that normalises each parameter's gradient (Adam) then
+moves each by its own learning rate: the task part at one rate in every layer, the size
+part at a rate scaled by the layer's size (espnet_mpq.core.budget.arch_lr_scales). With
+one parameter, the size scaling also throttles the task signal of small layers.
+Without the split, lambda_size stays 0 and untrained.
+
 Modes (kept in buffers, so they survive a checkpoint and ``--resume``):
 - search: Gumbel-Softmax sampling while training; eval uses the argmax candidate
   (the bit-width that would be deployed), without noise.
@@ -83,7 +92,8 @@ class MixedPrecisionWeight(nn.Module):
     """
 
     def __init__(
-        self, weight: torch.Tensor, candidate_bits: Sequence[int], scale_init: str = "mse", compile: bool = False
+        self, weight: torch.Tensor, candidate_bits: Sequence[int], scale_init: str = "mse", compile: bool = False,
+        split_logits: bool = False,
     ):
         super().__init__()
         bits = check_candidate_bits(candidate_bits)
@@ -92,10 +102,12 @@ class MixedPrecisionWeight(nn.Module):
         self.candidate_bits = bits
         self.scale_init = scale_init
         self.compile = compile
+        self.split_logits = split_logits
         n, channels = len(bits), weight.shape[0]
         self.register_buffer("bits", torch.tensor(bits, dtype=torch.float32))
         self.scales = nn.Parameter(torch.ones(n, channels))  # (n, C_out): s_{b_i}
-        self.arch_logits = nn.Parameter(torch.zeros(n))  # (n,): lambda
+        self.arch_logits = nn.Parameter(torch.zeros(n))  # (n,): lambda (lambda_task when split)
+        self.size_logits = nn.Parameter(torch.zeros(n), requires_grad=False)  # (n,): lambda_size (0 unless split)
         self.register_buffer("tau", torch.tensor(1.0))
         self.register_buffer("fixed_onehot", torch.zeros(n))  # (n,): zeros while searching
         self.register_buffer("scales_initialized", torch.tensor(False))
@@ -103,6 +115,7 @@ class MixedPrecisionWeight(nn.Module):
         self._fixed: int | None = None
         self._tau = 1.0
         self._scales_ready = False
+        self._set_trainable()
         if n == 1:
             self.fix(0)
 
@@ -111,10 +124,14 @@ class MixedPrecisionWeight(nn.Module):
     def is_fixed(self) -> bool:
         return self._fixed is not None
 
+    def logits(self) -> torch.Tensor:
+        """lambda (n,), detached: lambda_task + lambda_size."""
+        return (self.arch_logits + self.size_logits).detach()
+
     @property
     def chosen_index(self) -> int:
         """The fixed candidate, or argmax(lambda) while searching (reads the logits)."""
-        return self._fixed if self._fixed is not None else int(self.arch_logits.detach().argmax())
+        return self._fixed if self._fixed is not None else int(self.logits().argmax())
 
     @property
     def chosen_bits(self) -> int:
@@ -134,13 +151,14 @@ class MixedPrecisionWeight(nn.Module):
         self.fixed_onehot.zero_()
         self.fixed_onehot[k] = 1.0
         self._fixed = k
-        self.arch_logits.requires_grad_(False)
+        self._set_trainable()
 
     def expected_bits(self) -> torch.Tensor:
         """E_bits = sum_i softmax(lambda)_i b_i while searching; b_k once fixed. Scalar."""
         if self.is_fixed:
             return self.bits[self._fixed]
-        return (F.softmax(self.arch_logits, dim=0) * self.bits).sum()
+        logits = self.arch_logits.detach() + self.size_logits if self.split_logits else self.arch_logits
+        return (F.softmax(logits, dim=0) * self.bits).sum()
 
     @torch.no_grad()
     def initialize_scales(self, weight: torch.Tensor) -> None:
@@ -161,6 +179,7 @@ class MixedPrecisionWeight(nn.Module):
                     "(ESPnet's *.ave.pth sums integer buffers): use a single checkpoint such as latest.pth"
                 )
             state_dict[prefix + "fixed_onehot"] = torch.zeros(n) if k < 0 else F.one_hot(torch.tensor(k), n).float()
+        state_dict.setdefault(prefix + "size_logits", torch.zeros_like(self.size_logits))  # espnet_mpq <= 0.1
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._sync_from_buffers(prefix)
 
@@ -182,13 +201,18 @@ class MixedPrecisionWeight(nn.Module):
             )
         self._tau = float(self.tau)
         self._scales_ready = bool(self.scales_initialized)
+        self._set_trainable()
+
+    def _set_trainable(self) -> None:
+        """lambda trains while searching (lambda_size only when split)."""
         self.arch_logits.requires_grad_(self._fixed is None)
+        self.size_logits.requires_grad_(self._fixed is None and self.split_logits)
 
     # ---- forward -----------------------------------------------------------
     def mixture_weights(self) -> torch.Tensor:
         """g (n,): Gumbel-Softmax sample while searching in training, else one-hot."""
         if self.training and not self.is_fixed:
-            return F.gumbel_softmax(self.arch_logits, tau=self._tau, hard=False)
+            return F.gumbel_softmax(self.arch_logits + self.size_logits.detach(), tau=self._tau, hard=False)
         return F.one_hot(torch.tensor(self.chosen_index), len(self.candidate_bits)).to(self.scales)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -77,6 +77,7 @@ def prepare(
     layer_bits: Mapping[str, Sequence[int]] | None = None,
     scale_init: str = "mse",
     compile: bool = False,
+    split_logits: bool = False,
 ) -> list[str]:
     """Make the selected layers of ``model`` quantized supernets, in place. Returns their names.
 
@@ -85,8 +86,8 @@ def prepare(
     candidate fixes the layer's bit-width) must be given. ``filter_fn(module, name)``
     narrows the selection among nn.Linear / nn.Conv1d modules (default: all).
     A weight-normalised layer (wav2vec2's positional conv) has its weight norm
-    folded into a plain weight first. ``compile`` fuses the quantization math (see
-    ``MixedPrecisionWeight``).
+    folded into a plain weight first. ``compile`` fuses the quantization math and
+    ``split_logits`` gives the task and the size their own logits (see ``MixedPrecisionWeight``).
     """
     if (candidate_bits is None) == (layer_bits is None):
         raise ValueError("give exactly one of candidate_bits or layer_bits")
@@ -112,7 +113,7 @@ def prepare(
         if supernet_of(module) is not None:
             raise ValueError(f"layer {name!r} is already quantized")
         _fold_weight_norm(module)
-        supernet = MixedPrecisionWeight(module.weight, bits, scale_init, compile).to(module.weight.device)
+        supernet = MixedPrecisionWeight(module.weight, bits, scale_init, compile, split_logits).to(module.weight.device)
         parametrize.register_parametrization(module, "weight", supernet, unsafe=True)
     if plan and not getattr(model, "_mpq_float_state_hook", False):
         model._register_load_state_dict_pre_hook(_map_float_weights, with_module=True)

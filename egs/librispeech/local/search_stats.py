@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 ARCH_LOGITS = "0.arch_logits"
+SIZE_LOGITS = "0.size_logits"  # split logits: lambda = arch + size (absent before espnet_mpq 0.2)
 
 
 def search_stats(model_file: Path) -> dict:
@@ -29,6 +30,7 @@ def search_stats(model_file: Path) -> dict:
         if not key.endswith(ARCH_LOGITS):
             continue
         prefix = key[: -len(ARCH_LOGITS)]
+        logits = logits + state.get(prefix + SIZE_LOGITS, torch.zeros_like(logits))
         n, bits = state[prefix + "original"].numel(), state[prefix + "0.bits"].float()
         probs = torch.softmax(logits.float(), dim=0)
         params += n
