@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     from espnet_mpq.register import register
 
     register()
+    args.fp32_dir = args.fp32_dir.resolve()  # the searches run from the 32-bit run's directory
     for f in ("config.yaml", "valid.loss.best.pth"):
         if not (args.fp32_dir / f).is_file():
             raise SystemExit(f"budget_sweep: --fp32_dir {args.fp32_dir} has no {f} (run the recipe's stage 8 first)")
