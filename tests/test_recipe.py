@@ -6,7 +6,6 @@ one epoch per training run. It takes a few minutes on 2 CPU cores.
 """
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -153,67 +152,6 @@ def test_every_recipe_tuning_config_composes_to_a_valid_quantizer():
     for path in tuning:
         frontend = compose(RECIPE / "conf" / "train_asr.yaml", [path])["frontend_conf"]
         build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
-
-
-def test_benchmark_systems_are_tracked_and_quantize_every_weight_group():
-    from espnet_mpq.quantizers import ALL_GROUPS, build_config
-
-    bench = RECIPE / "conf" / "tuning" / "bench"
-    names = {path.stem for path in bench.glob("*.yaml")}
-    targets = ("3.0", "2.5", "2.0", "1.5")
-    expected = ({f"ptq_{b}bit" for b in (8, 4, 3)} | {f"uniform_{b}bit" for b in (8, 4, 3, 2, 1)}
-                | {f"{m}_{t}bit" for m in ("joint", "two_stage") for t in targets})
-    assert names == expected
-    ignored = subprocess.run(["git", "check-ignore", *map(str, bench.glob("*.yaml"))], cwd=REPO,
-                             capture_output=True, text=True).stdout
-    assert ignored == "", f"benchmark configs ignored by git: {ignored}"
-    for name in sorted(names):
-        config = compose(RECIPE / "conf" / "train_asr.yaml", [bench / f"{name}.yaml"])
-        frontend = config["frontend_conf"]
-        quantizer = build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
-        assert quantizer.name == name.rsplit("_", 1)[0], name
-        assert set(quantizer.modules) == set(ALL_GROUPS), name
-        if quantizer.name in ("joint", "two_stage"):
-            assert quantizer.candidate_bits == [1, 2, 3, 4, 8]
-            assert f"{quantizer.target_avg_bits:.1f}" in name
-
-
-def fake_system(exp: Path, name: str, method: str, ratio: float, wer: float, lossless, seconds: float) -> None:
-    """The result files local/benchmark.py reads for one system (as stages 9-13 write them)."""
-    sys_dir = exp / ("asr_fp32" if name == "fp32" else f"asr_mpq_{name}")
-    (sys_dir / "decode_test_synth").mkdir(parents=True)
-    quantized = 0 if name == "fp32" else 10
-    (sys_dir / "size.json").write_text(json.dumps({
-        "model": {"average_bits": 32 / ratio, "quantized_params": quantized, "compression_ratio": ratio},
-        "upstream": {"compression_ratio": ratio}, "packed_mb": 1 / ratio}))
-    mapsswe = None if lossless is None else {"p_value": 0.5 if lossless else 0.01}
-    (sys_dir / "decode_test_synth" / "score.json").write_text(json.dumps(
-        {"systems": {name: {"wer": wer, "mapsswe": mapsswe, "lossless": lossless}}}))
-    if name != "fp32":
-        (sys_dir / "compression_time.json").write_text(json.dumps(
-            {"seconds": seconds, "device": "cpu", "quantizer": method}))
-
-
-def test_benchmark_summary_takes_the_best_lossless_ratio_and_the_time_ratio(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmark", RECIPE / "local" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    exp = tmp_path / "exp"
-    fake_system(exp, "fp32", "none", 1.0, 20.0, None, 0)
-    fake_system(exp, "uniform_4bit", "uniform", 7.5, 20.1, True, 100)
-    fake_system(exp, "uniform_2bit", "uniform", 14.0, 30.0, False, 100)
-    fake_system(exp, "joint_2.0bit", "joint", 15.0, 20.2, True, 120)
-    fake_system(exp, "joint_1.5bit", "joint", 19.0, 25.0, False, 100)
-    fake_system(exp, "two_stage_2.0bit", "two_stage", 14.5, 20.3, True, 330)
-    systems = ["uniform_4bit", "uniform_2bit", "joint_2.0bit", "joint_1.5bit", "two_stage_2.0bit", "ptq_4bit"]
-    result = benchmark.collect(exp, systems, "test_synth", tmp_path / "results", "bench", "python local/benchmark.py")
-    assert [r["name"] for r in result["systems"]] == ["fp32", *systems[:-1]]
-    assert result["lossless_ratio"] == {"uniform": 7.5, "two_stage": 14.5, "joint": 15.0}
-    assert result["compression_time_ratio_two_stage_over_joint"] == pytest.approx(330 / 110)
-    written = json.loads((tmp_path / "results" / "benchmark.json").read_text())
-    assert written["systems"][0]["method"] == "none" and written["systems"][3]["p_value"] == 0.5
-    assert (tmp_path / "results" / "wer_vs_ratio.png").stat().st_size > 0
-    assert "| joint_2.0bit | joint | 2.13 | 15.00 |" in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_search_stats_weights_expected_and_argmax_bits_by_layer_size(tmp_path):
