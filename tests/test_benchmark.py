@@ -267,7 +267,9 @@ def test_benchmark_summary_takes_the_best_lossless_ratio_and_the_time_ratio(benc
                                                                  ("joint_2.0bit", "two_stage_2.0bit")]
     lowest = result["lowest_lossless_joint"]
     assert lowest["name"] == "joint_2.0bit" and lowest["source"].endswith("asr_mpq_joint_2.0bit/bits_per_layer.png")
-    assert (tmp_path / lowest["bits_per_layer_png"]).read_bytes() == png.read_bytes()
+    assert (tmp_path / "results" / lowest["bits_per_layer_png"]).read_bytes() == png.read_bytes()
+    assert f"![bits per layer of joint_2.0bit](results/{lowest['bits_per_layer_png']})" in (
+        tmp_path / "RESULTS.md").read_text()
     assert (tmp_path / "results" / "wer_vs_bits.png").stat().st_size > 0
     assert (tmp_path / "results" / "wer_vs_ratio.png").stat().st_size > 0
 
@@ -289,27 +291,32 @@ def test_results_md_rewrites_only_the_marked_block(benchmark, tmp_path):
     exp = tmp_path / "work" / "exp"
     fake_system(exp, "fp32", "none", 1.0, (20.0, 30.0), (None, None))
     fake_system(exp, "uniform_8bit", "uniform", 4.0, (20.0, 30.0), (True, True))
+    begin, end = benchmark.markers("bench")
+    gpu_begin, gpu_end = benchmark.markers("gpu")
+    gpu = f"{gpu_begin}\nthe GPU table\n{gpu_end}\n"
     md = tmp_path / "RESULTS.md"
-    md.write_text(f"# Results\n\nWritten by hand above.\n\n{benchmark.BEGIN}\nold table\n{benchmark.END}\n\n"
-                  "## Analysis\n\nWritten by hand below.\n")
+    md.write_text(f"# Results\n\nWritten by hand above.\n\n{begin}\nold table\n{end}\n\n"
+                  f"## Analysis\n\nWritten by hand below.\n\n{gpu}")
     collect(benchmark, tmp_path, ["uniform_8bit"])
     first = md.read_text()
-    assert first.startswith("# Results\n\nWritten by hand above.\n\n" + benchmark.BEGIN)
-    assert first.endswith(f"{benchmark.END}\n\n## Analysis\n\nWritten by hand below.\n")
+    assert first.startswith(f"# Results\n\nWritten by hand above.\n\n{begin}\n## Benchmark, config set `bench`")
+    assert first.endswith(f"{end}\n\n## Analysis\n\nWritten by hand below.\n\n{gpu}")
     assert "old table" not in first and "| uniform_8bit | uniform |" in first
-    assert first.count(benchmark.BEGIN) == first.count(benchmark.END) == 1
+    assert first.count(begin) == first.count(end) == 1
     collect(benchmark, tmp_path, ["uniform_8bit"])
     assert md.read_text().count("| uniform_8bit | uniform |") == 1
 
 
 def test_results_md_without_markers_gets_the_block_on_top_and_keeps_the_rest(benchmark):
+    begin, end = benchmark.markers("bench")
     text = "# Benchmark results\n\n## What the figures mean (written by hand)\n\nKeep me.\n"
-    replaced = benchmark.replace_block(text, "generated\n")
-    assert replaced == f"{benchmark.BEGIN}\ngenerated\n{benchmark.END}\n\n{text}"
-    assert benchmark.replace_block(replaced, "again\n") == f"{benchmark.BEGIN}\nagain\n{benchmark.END}\n\n{text}"
-    assert benchmark.replace_block("", "generated\n") == f"{benchmark.BEGIN}\ngenerated\n{benchmark.END}\n"
+    replaced = benchmark.replace_block(text, "generated\n", "bench")
+    assert replaced == f"{begin}\ngenerated\n{end}\n\n{text}"
+    assert benchmark.replace_block(replaced, "again\n", "bench") == f"{begin}\nagain\n{end}\n\n{text}"
+    assert benchmark.replace_block("", "generated\n", "bench") == f"{begin}\ngenerated\n{end}\n"
 
 
 def test_results_md_with_one_marker_is_refused(benchmark):
+    begin, _ = benchmark.markers("bench")
     with pytest.raises(ValueError, match="one benchmark marker"):
-        benchmark.replace_block(f"hand\n{benchmark.BEGIN}\ntable without its end\n", "generated\n")
+        benchmark.replace_block(f"hand\n{begin}\ntable without its end\n", "generated\n", "bench")
