@@ -7,7 +7,7 @@ setup:
 	tools/setup.sh
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 recipe: setup
 	cd egs/librispeech && ./run.sh
