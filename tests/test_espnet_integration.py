@@ -236,15 +236,23 @@ def test_resume_continues_the_training_progress(joint, joint_final):
     assert int(joint_final["mpq_iteration"]) == 2 * BATCHES_PER_EPOCH
 
 
+def copy_logits(state: dict, model) -> None:
+    """Both parts of every layer's logits (task and size, see split_logits) from a state dict."""
+    with torch.no_grad():
+        for part in ("arch_logits", "size_logits"):
+            values = buffers(state, part)
+            for name, s in quantized_layers(model):
+                getattr(s, part).copy_(values[name])
+
+
 def test_the_fixed_bits_are_the_budget_allocation_of_the_learned_logits_and_keep_the_target(
         joint, joint_final, joint_export):
-    learned = buffers(joint.after_first, "arch_logits")
-    assert any(v.abs().max() > 0 for v in learned.values())  # the search moved the logits
-    assert all(torch.equal(buffers(joint_final, "arch_logits")[n], v) for n, v in learned.items())  # frozen
+    for part in ("arch_logits", "size_logits"):  # split logits (the default): both parts learned
+        learned = buffers(joint.after_first, part)
+        assert any(v.abs().max() > 0 for v in learned.values()), part  # the search moved them
+        assert all(torch.equal(buffers(joint_final, part)[n], v) for n, v in learned.items()), part  # frozen
     searching = build_model(joint.first.out / "config.yaml")  # a fresh model, still searching
-    with torch.no_grad():
-        for name, s in quantized_layers(searching):
-            s.arch_logits.copy_(learned[name])
+    copy_logits(joint.after_first, searching)
     expected = allocate(searching, SizeTarget(avg_bits=3.0))
     assert {n: int(v.argmax()) for n, v in buffers(joint_final, "fixed_onehot").items()} == expected
     assert 2.95 <= joint_export["report"]["model"]["average_bits"] <= 3.0
@@ -254,9 +262,7 @@ def test_exporting_a_checkpoint_still_searching_fixes_it_by_the_budget_allocatio
     from espnet_mpq.bin.export import main as export
 
     searching = build_model(joint.first.out / "config.yaml")
-    with torch.no_grad():
-        for name, s in quantized_layers(searching):
-            s.arch_logits.copy_(buffers(joint.after_first, "arch_logits")[name])
+    copy_logits(joint.after_first, searching)
     torch.save(searching.state_dict(), workdir / "searching.pth")
     export(["--asr_train_config", str(joint.first.out / "config.yaml"), "--asr_model_file",
             str(workdir / "searching.pth"), "--output_report", str(workdir / "searching_size.json")])
