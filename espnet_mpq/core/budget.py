@@ -21,9 +21,10 @@ Search figures (``search_summary``), over the quantized layers:
 Size-weighted search (``arch_lr_scales``): Adam divides each logit's gradient by its
 own running RMS, so a constant factor in a layer's size-penalty gradient (its share
 n_l / N of the cost) never reaches the update. The share has to be in the step size:
-layer l's logits get the learning rate arch_lr * n_l / max_l' n_l'. The largest layer
-moves at arch_lr; a layer a tenth of its size moves a tenth as fast, towards where its
-own mix of task and size gradients points.
+layer l's size logits (or its only logits, without split_logits) get the learning rate
+arch_lr * n_l / max_l' n_l'. The largest layer moves at arch_lr; a layer a tenth of its
+size moves a tenth as fast. With split_logits the task logits learn at arch_lr in every
+layer (espnet_mpq.core.supernet), so the scaling slows only the size signal.
 """
 from __future__ import annotations
 
