@@ -32,8 +32,9 @@ expected model size E in MB, with ``size_budget_mb``) against the target T is
 The temperature anneals exponentially, tau(p) = tau_start * (tau_end / tau_start)^(p / L),
 with p the training progress and L = ``search_length`` (both in ``schedule_unit``:
 fractional epochs, or optimizer steps for ``iteration``). Each layer's size logits
-learn at arch_lr * n_l / max n (see espnet_mpq.core.budget: Adam would otherwise erase the
-size weighting), its task logits at arch_lr (``split_logits``, espnet_mpq.core.supernet). At the end of the search ``allocation: budget`` fixes the most
+learn at arch_lr * n_l / max n (see espnet_mpq.core.budget: Adam would otherwise erase
+the size weighting), its task logits at arch_lr (``split_logits``, see
+espnet_mpq.core.supernet). At the end of the search ``allocation: budget`` fixes the most
 probable choice whose deployed size keeps the target (espnet_mpq.core.allocation);
 ``argmax`` fixes each layer at argmax(lambda) and may miss it.
 """
