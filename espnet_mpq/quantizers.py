@@ -32,7 +32,7 @@ expected model size E in MB, with ``size_budget_mb``) against the target T is
 The temperature anneals exponentially, tau(p) = tau_start * (tau_end / tau_start)^(p / L),
 with p the training progress and L = ``search_length`` (both in ``schedule_unit``:
 fractional epochs, or optimizer steps for ``iteration``). Each layer's size logits
-learn at arch_lr * n_l / max n (see espnet_mpq.core.budget: Adam would otherwise erase
+learn at arch_lr * n_l / mean n (see espnet_mpq.core.budget: Adam would otherwise erase
 the size weighting), its task logits at arch_lr (``split_logits``, see
 espnet_mpq.core.supernet). At the end of the search ``allocation: budget`` fixes the most
 probable choice whose deployed size keeps the target (espnet_mpq.core.allocation);
@@ -209,7 +209,7 @@ class JointConfig(QuantizerConfig):
     schedule_unit: str = "epoch"  # 'epoch' or 'iteration' (optimizer steps)
     # Learning rate of the architecture logits, constant, no weight decay. With split_logits
     # (default) each layer's task logits learn at arch_lr and its size logits at arch_lr x
-    # n_l / max n (espnet_mpq.core.supernet); without, one set of logits at arch_lr x n_l / max n.
+    # n_l / mean n (espnet_mpq.core.supernet); without, one set of logits at arch_lr x n_l / mean n.
     # On the recipe's model these defaults leave the distributions concentrated after a
     # one-epoch search (mean max-prob 0.90 / 0.96 at 3.0 / 2.0 bits; RESULTS.md, budget sweep).
     arch_lr: float = 0.2

@@ -139,7 +139,7 @@ def test_the_size_penalty_moves_a_ten_times_larger_layer_faster_under_adam():
     model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 100, bias=False))  # 100 vs 1,000 weights
     prepare(model, candidate_bits=[2, 4, 8])
     scales = arch_lr_scales(model)
-    assert scales == {"0": pytest.approx(0.1), "1": 1.0}
+    assert scales == {"0": pytest.approx(100 / 550), "1": pytest.approx(1000 / 550)}  # n_l / mean n
     groups = [{"params": [s.arch_logits], "lr": 0.05 * scales[name]} for name, s in quantized_layers(model)]
     optimizer = torch.optim.Adam(groups)
     for _ in range(20):

@@ -274,9 +274,9 @@ class MpqESPnetModel(ESPnetASRModel):
     def optimizer_param_groups(self) -> list[dict]:
         """The model's parameters, then, for a search, one group per quantized layer's logits.
 
-        Layer l's logits get lr = arch_lr * n_l / max n and no weight decay (the size
+        Layer l's logits get lr = arch_lr * n_l / mean n and no weight decay (the size
         weighting that survives Adam, see espnet_mpq.core.budget); with split_logits its
-        task logits get arch_lr and its size logits arch_lr * n_l / max n. The groups do not
+        task logits get arch_lr and its size logits arch_lr * n_l / mean n. The groups do not
         depend on the mode, so a resumed run finds the optimizer state it saved.
         """
         rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]

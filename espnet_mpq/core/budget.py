@@ -22,9 +22,12 @@ Size-weighted search (``arch_lr_scales``): Adam divides each logit's gradient by
 own running RMS, so a constant factor in a layer's size-penalty gradient (its share
 n_l / N of the cost) never reaches the update. The share has to be in the step size:
 layer l's size logits (or its only logits, without split_logits) get the learning rate
-arch_lr * n_l / max_l' n_l'. The largest layer moves at arch_lr; a layer a tenth of its
-size moves a tenth as fast. With split_logits the task logits learn at arch_lr in every
-layer (espnet_mpq.core.supernet), so the scaling slows only the size signal.
+arch_lr * n_l / mean_l' n_l'. A layer a tenth of another's size moves a tenth as fast.
+With split_logits the task logits learn at arch_lr in every layer (espnet_mpq.core.supernet);
+the layers larger than the mean, which hold most of the bits, then move their size
+logits faster than their task logits, so the penalty can pull the expected bits down to
+the target. (Scaled by / max n instead, the largest layer's two parts tie and the
+search stopped near 2 bits at a 1.5-bit target: RESULTS.md, budget sweep.)
 """
 from __future__ import annotations
 
@@ -223,7 +226,7 @@ def search_summary(model: nn.Module, target: SizeTarget | None, rule: str = "bud
 
 
 def arch_lr_scales(model: nn.Module) -> dict[str, float]:
-    """Layer name -> n_l / max_l' n_l', the factor on arch_lr for that layer's logits (see module docstring)."""
+    """Layer name -> n_l / mean_l' n_l', the factor on arch_lr for that layer's size logits (module docstring)."""
     layers = layers_of(model)
-    largest = max(layer.numel for layer in layers)
-    return {layer.name: layer.numel / largest for layer in layers}
+    mean = sum(layer.numel for layer in layers) / len(layers)
+    return {layer.name: layer.numel / mean for layer in layers}
