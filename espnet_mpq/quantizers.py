@@ -211,7 +211,7 @@ class JointConfig(QuantizerConfig):
     # (default) each layer's task logits learn at arch_lr and its size logits at arch_lr x
     # n_l / mean n (espnet_mpq.core.supernet); without, one set of logits at arch_lr x n_l / mean n.
     # On the recipe's model these defaults leave the distributions concentrated after a
-    # one-epoch search (mean max-prob 0.90 / 0.96 at 3.0 / 2.0 bits; RESULTS.md, budget sweep).
+    # one-epoch search (mean max-prob 0.89-0.97 at 4.0-1.5 bits; RESULTS.md, budget sweep).
     arch_lr: float = 0.2
     split_logits: bool = True
     allocation: str = "budget"  # final bits: 'budget' (keeps the target) or 'argmax'
