@@ -42,6 +42,7 @@ does it explicitly.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -228,9 +229,10 @@ class MixedPrecisionWeight(nn.Module):
         else:
             scales, g, bits = self.scales, self.mixture_weights(), self.candidate_bits
         mix = compiled_fused_mix_fake_quantize if self.compile else fused_mix_fake_quantize
-        if not torch.amp.is_autocast_available(weight.device.type):  # e.g. meta: nothing to turn off
-            return mix(weight.float(), scales, g, bits)
-        with torch.autocast(device_type=weight.device.type, enabled=False):
+        device = weight.device.type
+        no_autocast = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) \
+            else contextlib.nullcontext()  # e.g. meta: no autocast to turn off
+        with no_autocast:
             return mix(weight.float(), scales, g, bits)
 
     def extra_repr(self) -> str:
