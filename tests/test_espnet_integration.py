@@ -278,12 +278,12 @@ def test_resume_keeps_the_annealed_temperature(joint, joint_final):
 
 # ---- export and decoding -------------------------------------------------------------------------
 
-def decode(corpus, config: Path, model_file: Path, out: Path) -> list[str]:
+def decode(corpus, config: Path, model_file: Path, out: Path, *extra: str) -> list[str]:
     from espnet_mpq.bin.asr_inference import main as asr_inference
 
     asr_inference(["--asr_train_config", str(config), "--asr_model_file", str(model_file), "--output_dir", str(out),
                    "--data_path_and_name_and_type", f"{corpus.valid / 'wav.scp'},speech,sound", "--ngpu", "0",
-                   "--batch_size", "1", "--beam_size", "1", "--ctc_weight", "1.0", "--lm_weight", "0"])
+                   "--batch_size", "1", "--beam_size", "1", "--ctc_weight", "1.0", "--lm_weight", "0", *extra])
     return (out / "1best_recog" / "text").read_text().splitlines()
 
 
@@ -300,6 +300,57 @@ def test_decoding_the_packed_file_gives_the_hypotheses_of_the_trained_model(
     assert len(from_checkpoint) == 4
     assert any(line.split(maxsplit=1)[1:] for line in from_checkpoint)  # not all empty
     assert from_packed == from_checkpoint
+
+
+def best_path_texts(corpus, config: Path, model_file: Path) -> dict[str, str]:
+    """Each valid utterance's CTC best path, from the model's encoder and CTC head (ESPnet's CTC.argmax)."""
+    import soundfile as sf
+    from itertools import groupby
+
+    model = build_model(config, model_file).eval()
+    tokens = corpus.token_list.read_text().split()
+    texts = {}
+    for line in (corpus.valid / "wav.scp").read_text().splitlines():
+        key, wav = line.split()
+        speech = torch.from_numpy(sf.read(wav, dtype="float32")[0])[None]
+        with torch.no_grad():
+            enc, _ = model.encode(speech, torch.tensor([speech.shape[1]]))
+            path = model.ctc.argmax(enc)[0].tolist()
+        chars = [tokens[t] for t, _ in groupby(path) if t not in (model.blank_id, model.sos, model.eos)]
+        texts[key] = "".join(chars).replace("<space>", " ")
+    return texts
+
+
+def test_greedy_ctc_decoding_writes_the_best_path_of_every_utterance(tiny_asr_corpus, joint, joint_export, workdir):
+    out = joint.resumed.out
+    greedy = decode(tiny_asr_corpus, out / "config.yaml", joint_export["packed"], workdir / "dec_greedy",
+                    "--ctc_greedy", "true")
+    expected = best_path_texts(tiny_asr_corpus, out / "config.yaml", out / "2epoch.pth")
+    assert dict(line.partition(" ")[::2] for line in greedy) == expected
+    assert any(expected.values())  # not all empty
+
+
+def test_greedy_ctc_is_used_only_in_the_call_that_asks_for_it(tiny_asr_corpus, joint, workdir):
+    import espnet2.bin.asr_inference as inference
+
+    original = inference.Speech2Text
+    out = joint.resumed.out
+    decode(tiny_asr_corpus, out / "config.yaml", out / "2epoch.pth", workdir / "dec_greedy_once",
+           "--ctc_greedy", "true")
+    assert inference.Speech2Text is original
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--ctc_weight", "0.5"], "ctc_weight is 0.5"),
+    (["--nbest", "2"], "nbest is 2"),
+    (["--lm_file", "lm.pth"], "lm_file"),
+])
+def test_greedy_ctc_refuses_options_it_would_ignore(tiny_asr_corpus, teacher, workdir, capsys, extra, named):
+    with pytest.raises(SystemExit) as stop:
+        decode(tiny_asr_corpus, teacher.out / "config.yaml", teacher.out / "valid.loss.best.pth",
+               workdir / "dec_refused", "--ctc_greedy", "true", *extra)
+    assert stop.value.code == 1
+    assert named in capsys.readouterr().err
 
 
 # ---- the other quantizers --------------------------------------------------------------------------

@@ -6,7 +6,10 @@ Usage:
     python -m espnet_mpq.bin.asr_inference --asr_train_config exp/asr_joint/config.yaml \
         --asr_model_file exp/asr_joint/model.mpq ...             # the packed file of espnet_mpq.bin.export
 
-Takes exactly the arguments of ``python -m espnet2.bin.asr_inference``. A model
+Takes the arguments of ``python -m espnet2.bin.asr_inference``, and one more:
+``--ctc_greedy true`` (or ``ctc_greedy: true`` in the --config YAML) decodes a CTC
+model by best path instead of ESPnet's prefix beam search (espnet_mpq.asr.ctc_greedy;
+needs ctc_weight 1.0, nbest 1 and no language model, refused otherwise). A model
 file that is a packed file is loaded with its real low-bit codes (see
 espnet_mpq.core.packed_file); its hypotheses equal the fake-quantized model's.
 Either way the quantized layers are stripped once after loading: each weight is
@@ -44,10 +47,29 @@ def main(cmd=None):
 
 def _main(cmd=None):
     register()
-    import espnet2.bin.asr_inference as inference
+    import sys
 
+    import espnet2.bin.asr_inference as inference
+    from espnet.utils.cli_utils import get_commandline_args
+    from espnet2.utils.types import str2bool
+
+    print(get_commandline_args(), file=sys.stderr)  # as espnet2.bin.asr_inference.main
+    parser = inference.get_parser()
+    parser.add_argument("--ctc_greedy", type=str2bool, default=False,
+                        help="espnet_mpq: CTC best-path decoding instead of the prefix beam search")
+    options = vars(parser.parse_args(cmd))
+    options.pop("config", None)
     inference.ASRTask = decoding_task()  # Speech2Text builds the model through this name
-    inference.main(cmd)
+    speech2text = inference.Speech2Text
+    if options.pop("ctc_greedy"):
+        from espnet_mpq.asr.ctc_greedy import GreedyCTCSpeech2Text, check_greedy_options
+
+        check_greedy_options(options)
+        inference.Speech2Text = GreedyCTCSpeech2Text  # inference() builds its decoder through this name
+    try:
+        inference.inference(**options)
+    finally:
+        inference.Speech2Text = speech2text
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CTC best path (--ctc_greedy true) against ESPnet's prefix beam search (beam 1), side by side
+# on one test set: wall clock of each decoding (process start-up included, $nj jobs) and the
+# WER of each, with the MAPSSWE test of greedy against beam.
+#
+# Usage (in egs/librispeech, after stage 9):
+#   ../../bench/greedy_vs_beam.sh CONFIG MODEL DUMP_SET OUT_DIR [NJ]
+#   ../../bench/greedy_vs_beam.sh exp/asr_fp32/config.yaml exp/asr_fp32/valid.loss.ave.pth \
+#       dump/raw/test_synth exp/greedy_vs_beam/test_synth
+# Last line (machine-readable): decode_wall_ratio greedy/beam = X.XX
+set -euo pipefail
+[ $# -ge 4 ] || { sed -n 2,10p "$0" >&2; exit 1; }
+config=$1 model=$2 set=$3 out=$4 nj=${5:-2}
+for f in "$config" "$model" "$set/wav.scp" "$set/text"; do
+  [ -f "$f" ] || { echo "error: $f not found" >&2; exit 1; }
+done
+[ -f path.sh ] && . ./path.sh
+mkdir -p "$out"
+
+decode() {  # decode NAME EXTRA_ARGS...: $nj jobs on shares of wav.scp; prints the wall seconds
+  local name=$1 dir=$out/$1 j start
+  shift
+  rm -rf "$dir"; mkdir -p "$dir"
+  awk -v n="$nj" -v d="$dir" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$set/wav.scp"
+  start=$(date +%s.%N)
+  for j in $(seq "$nj"); do
+    python -m espnet_mpq.bin.asr_inference --asr_train_config "$config" --asr_model_file "$model" \
+      --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0 "$@" \
+      --data_path_and_name_and_type "$set/wav.scp,speech,sound" --key_file "$dir/keys.$j" \
+      --output_dir "$dir/output.$j" > "$dir/decode.$j.log" 2>&1 &
+  done
+  wait  # set -e does not see a failed background job: the text check below does
+  awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { printf "%.1f\n", a - b }'
+  cat "$dir"/output.*/1best_recog/text | sort > "$dir/text"
+  [ "$(wc -l < "$dir/text")" -eq "$(wc -l < "$set/wav.scp")" ] \
+    || { echo "error: $name decoded $(wc -l < "$dir/text") of $(wc -l < "$set/wav.scp") utterances, see $dir" >&2; exit 1; }
+}
+
+beam_s=$(decode beam)
+greedy_s=$(decode greedy --ctc_greedy true)
+python -m espnet_mpq.bin.score --ref "$set/text" --hyp "beam=$out/beam/text" --hyp "greedy=$out/greedy/text" \
+  --baseline beam --output_json "$out/score.json"
+echo "utterances $(wc -l < "$set/wav.scp"), $nj jobs, load average $(cut -d' ' -f1 /proc/loadavg)"
+echo "wall beam ${beam_s} s, greedy ${greedy_s} s"
+awk -v g="$greedy_s" -v b="$beam_s" 'BEGIN { printf "decode_wall_ratio greedy/beam = %.2f\n", g / b }'

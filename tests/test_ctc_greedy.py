@@ -1,0 +1,42 @@
+"""CTC best path: merge repeats, then drop blanks (espnet_mpq.asr.ctc_greedy)."""
+import pytest
+
+from espnet_mpq.asr.ctc_greedy import check_greedy_options, ctc_best_path
+
+
+@pytest.mark.parametrize("frames, tokens", [
+    ([], []),
+    ([0, 0, 0], []),
+    ([3, 3, 3], [3]),
+    ([0, 3, 3, 0, 3, 5, 5, 0], [3, 3, 5]),  # a blank between repeats keeps both
+    ([4, 0, 4, 4, 7, 0, 0, 7], [4, 4, 7, 7]),
+])
+def test_best_path_merges_repeats_and_drops_blanks(frames, tokens):
+    assert ctc_best_path(frames, blank=0) == tokens
+
+
+def test_best_path_uses_the_given_blank():
+    assert ctc_best_path([0, 0, 2, 1, 1, 2], blank=1) == [0, 2, 2]
+
+
+def test_best_path_drops_the_listed_ids_after_merging():
+    assert ctc_best_path([5, 9, 5, 5, 0, 9], blank=0, drop={9}) == [5, 5]
+
+
+ALLOWED = {"ctc_weight": 1.0, "nbest": 1, "lm_file": None, "lm_train_config": None, "multi_asr": False}
+
+
+def test_check_accepts_ctc_only_single_best_without_lm():
+    check_greedy_options(dict(ALLOWED))
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"ctc_weight": 0.3}, "ctc_weight is 0.3"),
+    ({"nbest": 5}, "nbest is 5"),
+    ({"lm_file": "exp/lm/valid.loss.best.pth"}, "lm_file"),
+    ({"ngram_file": "lm.arpa"}, "ngram_file"),
+    ({"multi_asr": True}, "multi_asr"),
+])
+def test_check_refuses_what_best_path_would_ignore(change, named):
+    with pytest.raises(ValueError, match=named):
+        check_greedy_options({**ALLOWED, **change})
