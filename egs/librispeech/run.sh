@@ -168,27 +168,37 @@ clock_start() {
 clock_stop() { kill "$clock_pid" 2>/dev/null || true; wait "$clock_pid" 2>/dev/null || true; clock_write; }
 clock_total() { cat "$mpq_dir"/.clock/*[0-9] | awk '{ s += $1 } END { print s + 0 }'; }
 
-# decode CONFIG MODEL DIR: greedy decoding of every test set into DIR/decode_<set>/text, $nj jobs.
+# decode CONFIG MODEL DIR: decoding (conf/decode_asr.yaml) of every test set into DIR/decode_<set>/text.
+# The sets not yet done run side by side, $nj jobs shared among them (at least one each).
 decode() {
-  local config=$1 model=$2 dir=$3 dset out j jobs
+  local config=$1 model=$2 dir=$3 dset sets=() pids=() pid
   for dset in $test_sets; do
-    out=$dir/decode_$dset
-    [ -f "$out/.done" ] && continue
-    rm -rf "$out"; mkdir -p "$out"
-    jobs=$(( nj < $(wc -l < "$dump/$dset/wav.scp") ? nj : $(wc -l < "$dump/$dset/wav.scp") ))
-    awk -v n="$jobs" -v d="$out" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$dump/$dset/wav.scp"
-    local pids=()
-    for j in $(seq "$jobs"); do
-      ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
-        --asr_train_config "$config" --asr_model_file "$model" --ngpu 0 \
-        --data_path_and_name_and_type "$dump/$dset/wav.scp,speech,sound" --key_file "$out/keys.$j" \
-        --output_dir "$out/output.$j" &
-      pids+=($!)
-    done
-    for j in "${pids[@]}"; do wait "$j" || die "decoding $dset failed, see $out/log/"; done
-    cat "$out"/output.*/1best_recog/text | sort > "$out/.text.tmp" && mv "$out/.text.tmp" "$out/text"
-    touch "$out/.done"
+    [ -f "$dir/decode_$dset/.done" ] || sets+=("$dset")
   done
+  [ ${#sets[@]} -gt 0 ] || return 0
+  for dset in "${sets[@]}"; do
+    decode_set "$config" "$model" "$dir/decode_$dset" "$dset" $(( nj > ${#sets[@]} ? nj / ${#sets[@]} : 1 )) &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || die "decoding failed, see $dir/decode_*/log/"; done
+}
+
+# decode_set CONFIG MODEL OUT SET JOBS: one test set, its utterances dealt round-robin to JOBS jobs.
+decode_set() {
+  local config=$1 model=$2 out=$3 dset=$4 jobs=$5 j pids=()
+  rm -rf "$out"; mkdir -p "$out"
+  jobs=$(( jobs < $(wc -l < "$dump/$dset/wav.scp") ? jobs : $(wc -l < "$dump/$dset/wav.scp") ))
+  awk -v n="$jobs" -v d="$out" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$dump/$dset/wav.scp"
+  for j in $(seq "$jobs"); do
+    ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
+      --asr_train_config "$config" --asr_model_file "$model" --ngpu 0 \
+      --data_path_and_name_and_type "$dump/$dset/wav.scp,speech,sound" --key_file "$out/keys.$j" \
+      --output_dir "$out/output.$j" &
+    pids+=($!)
+  done
+  for j in "${pids[@]}"; do wait "$j" || { log "error: decoding $dset failed, see $out/log/" >&2; return 1; }; done
+  cat "$out"/output.*/1best_recog/text | sort > "$out/.text.tmp" && mv "$out/.text.tmp" "$out/text"
+  touch "$out/.done"
 }
 
 log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
