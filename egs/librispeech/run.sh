@@ -37,7 +37,7 @@ cd "$(dirname "$0")"
 
 stage=1
 stop_stage=13
-nj=2                 # parallel jobs (synthesis, decoding)
+nj=2                 # parallel jobs (synthesis, decoding; a decoding job runs one thread)
 ngpu=0               # GPUs for training (0: CPU)
 work=.               # where db/ (built-in corpus), data/, dump/, exp/ go
 train_config=conf/train_asr.yaml
@@ -190,7 +190,8 @@ decode_set() {
   jobs=$(( jobs < $(wc -l < "$dump/$dset/wav.scp") ? jobs : $(wc -l < "$dump/$dset/wav.scp") ))
   awk -v n="$jobs" -v d="$out" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$dump/$dset/wav.scp"
   for j in $(seq "$jobs"); do
-    ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
+    # One thread a job (--nj sets the parallelism): 2 jobs x 2 threads on 2 cores ran 3-15x slower.
+    OMP_NUM_THREADS=1 ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
       --asr_train_config "$config" --asr_model_file "$model" --ngpu 0 \
       --data_path_and_name_and_type "$dump/$dset/wav.scp,speech,sound" --key_file "$out/keys.$j" \
       --output_dir "$out/output.$j" &

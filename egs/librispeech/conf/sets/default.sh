@@ -12,7 +12,7 @@ num_test_other=200
 vocab_size=3000      # ... phrases use only the N commonest words of WordNet's examples
 test_subsets="$test_clean $test_other"   # decoded and scored (stages 9, 11, 12)
 upstream_preset=tiny                     # espnet_mpq.bin.build_upstream --preset
-upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8"
+upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8 --conv_channels 32"
 num_clusters=100                         # HuBERT iteration 0: k-means units of MFCCs
 kmeans_utts=2000                         # k-means fitted on this many utterances
 pretrain_overrides="max_epoch=1"         # compose_config --set items for the pre-training (stage 6)
