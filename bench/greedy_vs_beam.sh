@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTC best path (--ctc_greedy true) against ESPnet's prefix beam search (beam 1), side by side
 # on one test set: wall clock of each decoding (process start-up included, $nj jobs) and the
-# WER of each, with the MAPSSWE test of greedy against beam.
+# WER of each, with the MAPSSWE test of greedy against beam. One thread a job, as run.sh.
 #
 # Usage (in egs/librispeech, after stage 9):
 #   ../../bench/greedy_vs_beam.sh CONFIG MODEL DUMP_SET OUT_DIR [NJ]
@@ -24,7 +24,7 @@ decode() {  # decode NAME EXTRA_ARGS...: $nj jobs on shares of wav.scp; prints t
   awk -v n="$nj" -v d="$dir" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$set/wav.scp"
   start=$(date +%s.%N)
   for j in $(seq "$nj"); do
-    python -m espnet_mpq.bin.asr_inference --asr_train_config "$config" --asr_model_file "$model" \
+    OMP_NUM_THREADS=1 python -m espnet_mpq.bin.asr_inference --asr_train_config "$config" --asr_model_file "$model" \
       --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0 "$@" \
       --data_path_and_name_and_type "$set/wav.scp,speech,sound" --key_file "$dir/keys.$j" \
       --output_dir "$dir/output.$j" > "$dir/decode.$j.log" 2>&1 &
