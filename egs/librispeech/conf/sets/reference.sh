@@ -5,11 +5,12 @@
 #   ./run.sh --config_set reference --stop_stage 9     # the 32-bit model (stages 1-9)
 #   python local/reference_results.py collect --exp reference/exp --upstream ssl \
 #     --test_clean test_synth --test_other test_other_synth --output results/reference.json
-# Budget (an estimate from the per-second-of-audio speeds of the default set on idle cores,
-# NOT measured: 0.02 s of training per second of audio and epoch, 0.43 s per decoded
-# utterance with 2 jobs): synthesis 5 min, k-means units 5 min, pre-training 3 epochs
-# about 30 min, fine-tuning 20 epochs about 75 min, decoding 2,000 utterances about 15 min:
-# about 2.2 hours. Every stage resumes (.done markers; ESPnet --resume).
+# Budget (an estimate from the default set's measured speeds on idle cores, code 94f3332,
+# NOT measured on this set: fine-tuning 33 s and pre-training 39 s per 1,000 utterances and
+# epoch, decoding 0.04 s per utterance and job after a 20 s start-up): synthesis 6 min,
+# k-means units 3 min, pre-training 3 epochs about 35 min, fine-tuning 20 epochs about
+# 65 min, decoding 2,000 utterances about 2 min: about 1.9 hours. Every stage resumes
+# (.done markers; ESPnet --resume).
 work=reference
 num_train=6000
 num_unlab=12000
@@ -20,7 +21,7 @@ num_test_other=1000
 vocab_size=8000                          # 16,864 phrases: enough for 2,600 held out + 6,000 train
 test_subsets="$test_clean $test_other"
 upstream_preset=tiny
-upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8"
+upstream_args="--embed_dim 128 --ffn_dim 512 --num_layers 3 --heads 4 --pos_conv_groups 8 --conv_channels 32"
 num_clusters=100
 kmeans_utts=3000
 pretrain_overrides="max_epoch=3"
