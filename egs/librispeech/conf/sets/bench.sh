@@ -3,10 +3,11 @@
 # conf/sets/reference.sh (its sizes and its working directory, so a reference already built
 # with `./run.sh --config_set reference --stop_stage 9` is reused, not trained again), with
 # test-clean and test-other decoded and scored for every system (lossless must hold on both).
-# Budget on 2 CPU cores (an estimate, NOT measured: per system 2 epochs of compression,
-# 1.8-3.2x a 32-bit step, on 6,000 utterances, about 15-25 min, two_stage's 3 epochs about
-# 25-35 min, decoding 2 x 1,000 utterances about 15 min): the reference about 2.2 h, then
-# 25 systems about 12-16 h. Every system resumes where it stopped; run it in pieces with
-# local/benchmark.py --systems.
+# Budget on 2 CPU cores (an estimate from the default set's measured speeds at 94f3332, NOT
+# measured on this set: compression about 50 s per 1,000 utterances and epoch, distillation
+# included; decoding 0.04 s per utterance and job): per joint or uniform system (2 epochs on
+# 6,000 utterances) about 12 min with its decoding of 2 x 1,000 utterances, two_stage about
+# 17 min, ptq about 3 min; the reference about 1.9 h, then the 25 systems about 5-6 h. Every
+# system resumes where it stopped; run it in pieces with local/benchmark.py --systems.
 . conf/sets/reference.sh
 test_subsets="$test_clean $test_other"   # roles, not subset names: run.sh maps them to the corpus
