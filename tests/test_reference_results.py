@@ -17,6 +17,7 @@ EPOCH_LINE = ("[vm] 2026-11-26 13:52:11,000 (trainer:394) INFO: {e}epoch results
 def write_run(exp: Path, upstream: str) -> None:
     fp32 = exp / "asr_fp32"
     fp32.mkdir(parents=True)
+    (fp32 / "config.yaml").write_text("token_type: char\ntoken_list:\n- <blank>\n- <unk>\n- A\n- <sos/eos>\n")
     (fp32 / "train.log").write_text(
         EPOCH_LINE.format(e=1, train="7 minutes and 30.5 seconds", valid="10.5 seconds", cer=0.999)
         + EPOCH_LINE.format(e=2, train="1 hour, 1 minute and 1 second", valid="9 seconds", cer=0.778))
@@ -41,6 +42,7 @@ def test_collect_writes_the_reference_json(tmp_path, upstream):
                             "--device", "CPU (9 cores)", "--output", str(out)])
     result = json.loads(out.read_text())
     assert result["test_clean"] == {"wer": 40.0, "utterances": 200, "words": 1073}
+    assert result["units"] == {"token_type": "char", "tokens": 4}
     assert result["test_other"]["wer"] == 60.0
     assert result["finetune_s"] == pytest.approx(450.5 + 10.5 + 3661 + 9)
     assert result["valid_cer_per_epoch"] == [0.999, 0.778]
@@ -64,3 +66,24 @@ def test_table_puts_runs_side_by_side(tmp_path, capsys):
     rows = capsys.readouterr().out.splitlines()
     assert [row.split("|")[1].strip() for row in rows[2:]] == ["ssl", "random"]
     assert "40.00 (1073)" in rows[2] and "0.999 0.778" in rows[2]
+    assert rows[2].split("|")[2].strip() == "char (4 tokens)"
+
+
+def test_collect_reads_a_token_list_file(tmp_path):
+    write_run(tmp_path / "exp", "random")
+    (tmp_path / "tokens.txt").write_text("<blank>\n<unk>\n\u2581THE\nS\n<sos/eos>\n")
+    (tmp_path / "exp" / "asr_fp32" / "config.yaml").write_text(
+        f"token_type: bpe\ntoken_list: {tmp_path / 'tokens.txt'}\n")
+    out = tmp_path / "ref.json"
+    reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "random",
+                            "--test_clean", "test_synth", "--test_other", "test_other_synth", "--output", str(out)])
+    assert json.loads(out.read_text())["units"] == {"token_type": "bpe", "tokens": 5}
+
+
+def test_collect_without_the_config_names_it(tmp_path):
+    write_run(tmp_path / "exp", "random")
+    (tmp_path / "exp" / "asr_fp32" / "config.yaml").unlink()
+    with pytest.raises(SystemExit, match="config.yaml not found"):
+        reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "random",
+                                "--test_clean", "test_synth", "--test_other", "test_other_synth",
+                                "--output", str(tmp_path / "ref.json")])

@@ -9,6 +9,7 @@ Usage:
 ``collect`` reads a run.sh work directory's exp/:
 
     asr_fp32/decode_<set>/score.json       espnet_mpq.bin.score (stage 9): WER, words, utterances
+    asr_fp32/config.yaml                   ESPnet's config: token_type and the token list (output units)
     asr_fp32/train.log                     ESPnet's epoch results: time per epoch, valid CER
     upstream/hubert_iter0/pretrain_time.json   stage 6 (absent with --upstream random)
     upstream/hubert_iter0/train.log        ESPnet's HuBERT epoch results (masked-unit accuracy)
@@ -17,6 +18,7 @@ and writes (atomically) the JSON that egs/librispeech/results/reference.json hol
 
     {"upstream": "ssl" | "random",
      "test_clean": {"wer": %, "utterances": n, "words": n}, "test_other": {...},
+     "units": {"token_type": "char" | "bpe" | ..., "tokens": n},
      "pretrain_s": s, "finetune_s": s, "device": "...",
      "valid_cer_per_epoch": [...], "pretrain_valid_acc_m_per_epoch": [...], "conditions": "..."}
 
@@ -32,6 +34,8 @@ import os
 import re
 import sys
 from pathlib import Path
+
+import yaml
 
 EPOCH = re.compile(r"(\d+)epoch results: \[train\](.*?)\[valid\](.*?)(?:\[att_plot\]|$)", re.M)
 TIME = re.compile(r"time=((?:[\d.]+ (?:hours?|minutes?|seconds?)(?:,? and |, )?)+)")
@@ -69,12 +73,23 @@ def test_figures(score_json: Path) -> dict:
     return {"wer": round(fp32["wer"], 2), "utterances": score["num_utterances"], "words": fp32["words"]}
 
 
+def output_units(config: Path) -> dict:
+    """{"token_type", "tokens"} of an ESPnet training config (its token_list, inline or a file)."""
+    if not config.is_file():
+        raise SystemExit(f"{config} not found: collect needs the 32-bit run's ESPnet config")
+    conf = yaml.safe_load(config.read_text())
+    tokens = conf["token_list"]
+    if isinstance(tokens, str):
+        tokens = Path(tokens).read_text().split()
+    return {"token_type": conf["token_type"], "tokens": len(tokens)}
+
+
 def collect(args: argparse.Namespace) -> None:
     fp32_dir, ssl_dir = args.exp / "asr_fp32", args.exp / "upstream" / "hubert_iter0"
     finetune = epoch_results(fp32_dir / "train.log")
     if not finetune:
         raise SystemExit(f"no epoch results in {fp32_dir / 'train.log'}")
-    result = {"upstream": args.upstream}
+    result = {"upstream": args.upstream, "units": output_units(fp32_dir / "config.yaml")}
     for key, dset in (("test_clean", args.test_clean), ("test_other", args.test_other)):
         result[key] = test_figures(fp32_dir / f"decode_{dset}" / "score.json")
     pretrain, device = 0.0, args.device
@@ -101,12 +116,13 @@ def collect(args: argparse.Namespace) -> None:
 
 def table(args: argparse.Namespace) -> None:
     runs = [json.loads(path.read_text()) for path in args.files]
-    print("| upstream | test_clean WER % (words) | test_other WER % (words) | pre-training s | fine-tuning s | "
-          "valid CER per epoch | device |")
-    print("|---|---|---|---|---|---|---|")
+    print("| upstream | units | test_clean WER % (words) | test_other WER % (words) | pre-training s | "
+          "fine-tuning s | valid CER per epoch | device |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in runs:
         curve = " ".join(f"{c:.3f}" for c in r["valid_cer_per_epoch"] if c is not None)
-        print(f"| {r['upstream']} | {r['test_clean']['wer']:.2f} ({r['test_clean']['words']}) | "
+        units = f"{r['units']['token_type']} ({r['units']['tokens']} tokens)" if "units" in r else "-"
+        print(f"| {r['upstream']} | {units} | {r['test_clean']['wer']:.2f} ({r['test_clean']['words']}) | "
               f"{r['test_other']['wer']:.2f} ({r['test_other']['words']}) | {r['pretrain_s']:.0f} | "
               f"{r['finetune_s']:.0f} | {curve} | {r['device']} |")
 
