@@ -69,6 +69,14 @@ def test_smoke_run_writes_packed_model_bits_and_plot(smoke):
 
 
 @needs_espeak
+def test_smoke_run_times_pretraining_and_32_bit_training_over_every_run(smoke):
+    for timing_file in ("upstream/hubert_iter0/pretrain_time.json", "asr_fp32/train_time.json",
+                        "asr_mpq_joint_3.5bit/compression_time.json"):
+        timing = yaml.safe_load((smoke / "exp" / timing_file).read_text())  # JSON is YAML
+        assert timing["seconds"] > 0 and timing["runs"] == 1 and timing["device"].startswith("CPU"), timing_file
+
+
+@needs_espeak
 def test_stage_10_skips_a_finished_compression_with_the_same_config(smoke):
     result = run_recipe("--config_set", "smoke", "--work", str(smoke), "--stage", "10", "--stop_stage", "10",
                         "--mpq_config", "conf/tuning/train_mpq_ptq_4bit.yaml")

@@ -45,6 +45,7 @@ def test_collect_writes_the_reference_json(tmp_path, upstream):
     assert result["units"] == {"token_type": "char", "tokens": 4}
     assert result["test_other"]["wer"] == 60.0
     assert result["finetune_s"] == pytest.approx(450.5 + 10.5 + 3661 + 9)
+    assert result["finetune_s_from"] == "ESPnet epoch times"
     assert result["valid_cer_per_epoch"] == [0.999, 0.778]
     if upstream == "ssl":
         assert (result["pretrain_s"], result["device"]) == (655, "CPU (2 cores)")
@@ -87,3 +88,13 @@ def test_collect_without_the_config_names_it(tmp_path):
         reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "random",
                                 "--test_clean", "test_synth", "--test_other", "test_other_synth",
                                 "--output", str(tmp_path / "ref.json")])
+
+
+def test_collect_takes_the_wall_clock_of_stage_8_when_run_sh_wrote_it(tmp_path):
+    write_run(tmp_path / "exp", "random")
+    (tmp_path / "exp" / "asr_fp32" / "train_time.json").write_text('{"seconds": 5000, "runs": 2, "device": "x"}')
+    out = tmp_path / "ref.json"
+    reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "random",
+                            "--test_clean", "test_synth", "--test_other", "test_other_synth", "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert (result["finetune_s"], result["finetune_s_from"]) == (5000, "stage 8 wall clock")

@@ -154,19 +154,29 @@ train() {
     "${train_data_args[@]}" "$@"
 }
 
-# The compression clock: stage 10's wall-clock seconds summed over every run of it (a resumed
-# run adds a piece; two_stage's two trainings are both in it). A piece is a file in
-# $mpq_dir/.clock/ holding its seconds so far, rewritten every 5 s while run.sh lives, so
-# even a kill -9 loses at most 5 s of it; clock_total sums the pieces.
+# Wall clocks of the long stages (6: k-means + pre-training, 8: 32-bit training, 10: compression),
+# summed over every run of the stage (a resumed run adds a piece; two_stage's two trainings are
+# both in stage 10's). A piece is a file in DIR/.clock/ holding its seconds so far, rewritten
+# every 5 s while run.sh lives, so even a kill -9 loses at most 5 s of it; clock_json sums them.
 clock_write() { echo $(( $(date +%s) - clock_t0 )) > "$clock_piece.tmp" && mv "$clock_piece.tmp" "$clock_piece"; }
-clock_start() {
-  clock_t0=$(date +%s); clock_piece=$mpq_dir/.clock/$clock_t0.$$
-  mkdir -p "$mpq_dir/.clock"; clock_write
+clock_start() {  # clock_start DIR
+  clock_t0=$(date +%s); clock_piece=$1/.clock/$clock_t0.$$
+  mkdir -p "$1/.clock"; clock_write
   ( while kill -0 $$ 2>/dev/null; do clock_write; sleep 5; done ) > /dev/null 2>&1 &
   clock_pid=$!
 }
 clock_stop() { kill "$clock_pid" 2>/dev/null || true; wait "$clock_pid" 2>/dev/null || true; clock_write; }
-clock_total() { cat "$mpq_dir"/.clock/*[0-9] | awk '{ s += $1 } END { print s + 0 }'; }
+# clock_json DIR OUT [KEY VALUE ...]: {"seconds": summed pieces, "runs": pieces, "device": ..., KEY: VALUE} into OUT.
+clock_json() {
+  local dir=$1 out=$2 extra="" device="CPU ($(nproc --all) cores)"  # --all: nproc alone honours OMP_NUM_THREADS
+  shift 2
+  [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+  while [ $# -ge 2 ]; do extra+=", \"$1\": \"$2\""; shift 2; done
+  printf '{"seconds": %d, "runs": %d, "device": "%s"%s}\n' \
+    "$(cat "$dir"/.clock/*[0-9] | awk '{ s += $1 } END { print s + 0 }')" "$(ls "$dir"/.clock/*[0-9] | wc -l)" \
+    "$device" "$extra" > "$out.tmp"
+  mv "$out.tmp" "$out"
+}
 
 # decode CONFIG MODEL DIR: decoding (conf/decode_asr.yaml) of every test set into DIR/decode_<set>/text.
 # The sets not yet done run side by side, $nj jobs shared among them (at least one each).
@@ -279,6 +289,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       scps=""; for s in $train_subset $unlab_subsets; do scps+=" $data/$(name "$s")/wav.scp"; done
       units=$work/dump/hubert_units
       log "HuBERT iteration 0: $num_clusters k-means units of MFCCs, then ESPnet's HuBERT task -> $ssl_dir"
+      mkdir -p "$ssl_dir"
+      clock_start "$ssl_dir"
       # shellcheck disable=SC2086
       [ -f "$units/km.pkl" ] || python local/hubert_units.py learn --wav_scp $scps --num_clusters "$num_clusters" \
         --max_utts "$kmeans_utts" --output "$units/km.pkl"
@@ -287,7 +299,6 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       [ -f "$units/valid/.done" ] || python local/hubert_units.py dump --wav_scp "$data/$valid_set/wav.scp" \
         --kmeans "$units/km.pkl" --out_dir "$units/valid"
       pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
-      mkdir -p "$ssl_dir"
       # shellcheck disable=SC2086
       python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
         $pretrain_sets --output "$ssl_dir/pretrain.yaml"
@@ -301,11 +312,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
         --valid_data_path_and_name_and_type "$units/valid/text,text,text" \
         --valid_shape_file "$units/valid/speech_shape" --valid_shape_file "$units/valid/text_shape" \
         --fold_length 160000 --fold_length 500
-      device="CPU ($(nproc --all) cores)"  # --all: nproc alone honours OMP_NUM_THREADS
-      [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
-      # The wall time of the invocation that finished it (an interrupted run's time is in train.log).
-      printf '{"seconds": %d, "device": "%s"}\n' $((SECONDS - t0)) "$device" > "$ssl_dir/.pretrain_time.json"
-      mv "$ssl_dir/.pretrain_time.json" "$ssl_dir/pretrain_time.json"
+      clock_stop
+      clock_json "$ssl_dir" "$ssl_dir/pretrain_time.json"  # every run of the k-means and pre-training
       touch "$ssl_dir/.done"
     fi
     log "Stage 6: done in $((SECONDS - t0)) s (fine-tuning starts from $upstream_ckpt)"
@@ -328,7 +336,10 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   if [ ! -f "$fp32_dir/.done" ]; then
     # shellcheck disable=SC2086
     python -m espnet_mpq.bin.compose_config --base "$train_config" $sets $fp32_sets --output "$fp32_dir/train.yaml"
+    clock_start "$fp32_dir"
     train "$fp32_dir/train.yaml" "$fp32_dir"
+    clock_stop
+    clock_json "$fp32_dir" "$fp32_dir/train_time.json"
     touch "$fp32_dir/.done"
   fi
   log "Stage 8: done in $((SECONDS - t0)) s"
@@ -365,7 +376,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
       find "$mpq_dir" -mindepth 1 ! -name "$(basename "$mpq_composed")" -delete
     fi
     cp "$mpq_composed" "$mpq_dir/train.yaml"
-    clock_start
+    clock_start "$mpq_dir"
     case $quantizer in
       none) ;;
       ptq)
@@ -387,12 +398,8 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
           --output "$mpq_dir/train_stage2.yaml"
         train "$mpq_dir/train_stage2.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
     esac
-    device="CPU ($(nproc --all) cores)"
-    [ "$ngpu" -eq 0 ] || device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
     clock_stop
-    printf '{"seconds": %d, "device": "%s", "quantizer": "%s", "runs": %d}\n' "$(clock_total)" "$device" \
-      "$quantizer" "$(ls "$mpq_dir"/.clock/*[0-9] | wc -l)" > "$mpq_dir/.compression_time.json"
-    mv "$mpq_dir/.compression_time.json" "$mpq_dir/compression_time.json"
+    clock_json "$mpq_dir" "$mpq_dir/compression_time.json" quantizer "$quantizer"
     touch "$mpq_dir/.done"
   fi
   log "Stage 10: done in $((SECONDS - t0)) s"

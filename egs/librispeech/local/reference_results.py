@@ -11,6 +11,7 @@ Usage:
     asr_fp32/decode_<set>/score.json       espnet_mpq.bin.score (stage 9): WER, words, utterances
     asr_fp32/config.yaml                   ESPnet's config: token_type and the token list (output units)
     asr_fp32/train.log                     ESPnet's epoch results: time per epoch, valid CER
+    asr_fp32/train_time.json               stage 8's wall clock (absent in runs before it was written)
     upstream/hubert_iter0/pretrain_time.json   stage 6 (absent with --upstream random)
     upstream/hubert_iter0/train.log        ESPnet's HuBERT epoch results (masked-unit accuracy)
 
@@ -19,11 +20,14 @@ and writes (atomically) the JSON that egs/librispeech/results/reference.json hol
     {"upstream": "ssl" | "random",
      "test_clean": {"wer": %, "utterances": n, "words": n}, "test_other": {...},
      "units": {"token_type": "char" | "bpe" | ..., "tokens": n},
-     "pretrain_s": s, "finetune_s": s, "device": "...",
+     "pretrain_s": s, "finetune_s": s, "finetune_s_from": "...", "device": "...",
      "valid_cer_per_epoch": [...], "pretrain_valid_acc_m_per_epoch": [...], "conditions": "..."}
 
-finetune_s is the sum of ESPnet's per-epoch train + valid times of the 32-bit training
-(resumes included: each epoch is logged once); pretrain_s is stage 6's wall time.
+pretrain_s is stage 6's wall clock summed over every run of it (pretrain_time.json).
+finetune_s is stage 8's, from asr_fp32/train_time.json (run.sh since 2026-11-26 writes it,
+every run of the stage summed); without that file it is the sum of ESPnet's per-epoch train +
+valid times (each epoch logged once: start-up and the lost part of an interrupted epoch are
+not in it). ``finetune_s_from`` says which.
 ``table`` prints a Markdown table of several such files side by side.
 """
 from __future__ import annotations
@@ -96,9 +100,15 @@ def collect(args: argparse.Namespace) -> None:
     if args.upstream == "ssl":
         timing = json.loads((ssl_dir / "pretrain_time.json").read_text())
         pretrain, device = float(timing["seconds"]), timing["device"]
+    wall = fp32_dir / "train_time.json"
+    if wall.is_file():
+        finetune_s, finetune_from = float(json.loads(wall.read_text())["seconds"]), "stage 8 wall clock"
+    else:
+        finetune_s, finetune_from = run_seconds(finetune), "ESPnet epoch times"
     result.update(
         pretrain_s=round(pretrain, 1),
-        finetune_s=round(run_seconds(finetune), 1),
+        finetune_s=round(finetune_s, 1),
+        finetune_s_from=finetune_from,
         device=device,
         valid_cer_per_epoch=[stat(finetune[e][1], "cer_ctc") for e in sorted(finetune)],
     )
