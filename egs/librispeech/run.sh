@@ -22,9 +22,10 @@
 # directory afresh when the composed config differs from the one it was trained with,
 # resumes an interrupted training otherwise, and skips a finished one: --force true
 # (or deleting the directory) re-runs it. Decoding, scoring and the report after it
-# are redone whenever compression is. Stage 10 needs stage 8's .done; its
-# compression_time.json sums the wall clock of every run of it (resumes included), and
-# train.log keeps the log of every run. Bad options stop run.sh with one "error:" line.
+# are redone whenever compression is. Stage 10 needs stage 8's .done. The wall clock of
+# every run of stages 6, 8 and 10 (resumes included) is summed in pretrain_time.json,
+# asr_fp32/train_time.json and compression_time.json; each train.log keeps the log of every
+# run. Bad options stop run.sh with one "error:" line.
 set -euo pipefail
 
 log() { echo "$(date '+%F %T') (${0##*/}) $*"; }
