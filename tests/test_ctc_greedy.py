@@ -40,3 +40,17 @@ def test_check_accepts_ctc_only_single_best_without_lm():
 def test_check_refuses_what_best_path_would_ignore(change, named):
     with pytest.raises(ValueError, match=named):
         check_greedy_options({**ALLOWED, **change})
+
+
+@pytest.mark.parametrize("value", ["0.5", "2"])
+def test_a_ctc_greedy_that_is_not_a_boolean_is_refused_before_decoding(tmp_path, capsys, value):
+    from espnet_mpq.bin.asr_inference import main
+
+    config = tmp_path / "decode.yaml"
+    config.write_text(f"ctc_greedy: {value}\nctc_weight: 1.0\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["--config", str(config), "--output_dir", str(tmp_path / "out"),
+              "--data_path_and_name_and_type", "missing.scp,speech,sound"])
+    assert stop.value.code == 1
+    assert f"ctc_greedy {value}: allowed true or false" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

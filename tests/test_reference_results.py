@@ -98,3 +98,14 @@ def test_collect_takes_the_wall_clock_of_stage_8_when_run_sh_wrote_it(tmp_path):
                             "--test_clean", "test_synth", "--test_other", "test_other_synth", "--output", str(out)])
     result = json.loads(out.read_text())
     assert (result["finetune_s"], result["finetune_s_from"]) == (5000, "stage 8 wall clock")
+
+
+@pytest.mark.parametrize("text", ["", "token_type: char\n", "- just\n- a list\n"])
+def test_collect_with_a_config_that_has_no_units_names_it(tmp_path, text):
+    write_run(tmp_path / "exp", "random")
+    (tmp_path / "exp" / "asr_fp32" / "config.yaml").write_text(text)
+    with pytest.raises(SystemExit, match="no token_type or token_list"):
+        reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "random",
+                                "--test_clean", "test_synth", "--test_other", "test_other_synth",
+                                "--output", str(tmp_path / "ref.json")])
+    assert not (tmp_path / "ref.json").exists()

@@ -182,7 +182,7 @@ clock_json() {
 # decode CONFIG MODEL DIR: decoding (conf/decode_asr.yaml) of every test set into DIR/decode_<set>/text.
 # The sets not yet done run side by side, $nj jobs shared among them (at least one each).
 decode() {
-  local config=$1 model=$2 dir=$3 dset sets=() pids=() pid
+  local config=$1 model=$2 dir=$3 dset sets=() pids=()
   for dset in $test_sets; do
     [ -f "$dir/decode_$dset/.done" ] || sets+=("$dset")
   done
@@ -191,7 +191,14 @@ decode() {
     decode_set "$config" "$model" "$dir/decode_$dset" "$dset" $(( nj > ${#sets[@]} ? nj / ${#sets[@]} : 1 )) &
     pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid" || die "decoding failed, see $dir/decode_*/log/"; done
+  wait_all "${pids[@]}" || die "decoding failed, see $dir/decode_*/log/"
+}
+
+# wait_all PID...: wait for every one (none is left running behind a failure); fails if any failed.
+wait_all() {
+  local pid failed=0
+  for pid in "$@"; do wait "$pid" || failed=1; done
+  return "$failed"
 }
 
 # decode_set CONFIG MODEL OUT SET JOBS: one test set, its utterances dealt round-robin to JOBS jobs.
@@ -208,7 +215,7 @@ decode_set() {
       --output_dir "$out/output.$j" &
     pids+=($!)
   done
-  for j in "${pids[@]}"; do wait "$j" || { log "error: decoding $dset failed, see $out/log/" >&2; return 1; }; done
+  wait_all "${pids[@]}" || { log "error: decoding $dset failed, see $out/log/" >&2; return 1; }
   cat "$out"/output.*/1best_recog/text | sort > "$out/.text.tmp" && mv "$out/.text.tmp" "$out/text"
   touch "$out/.done"
 }

@@ -60,8 +60,10 @@ def _main(cmd=None):
     options = vars(parser.parse_args(cmd))
     options.pop("config", None)
     inference.ASRTask = decoding_task()  # Speech2Text builds the model through this name
-    speech2text = inference.Speech2Text
-    if options.pop("ctc_greedy"):
+    speech2text, greedy = inference.Speech2Text, options.pop("ctc_greedy")
+    if not isinstance(greedy, bool):  # a YAML number is not converted by argparse
+        raise ValueError(f"ctc_greedy {greedy!r}: allowed true or false")
+    if greedy:
         from espnet_mpq.asr.ctc_greedy import GreedyCTCSpeech2Text, check_greedy_options
 
         check_greedy_options(options)

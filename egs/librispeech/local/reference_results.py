@@ -82,6 +82,8 @@ def output_units(config: Path) -> dict:
     if not config.is_file():
         raise SystemExit(f"{config} not found: collect needs the 32-bit run's ESPnet config")
     conf = yaml.safe_load(config.read_text())
+    if not isinstance(conf, dict) or not conf.get("token_type") or not conf.get("token_list"):
+        raise SystemExit(f"{config}: no token_type or token_list; is it an ESPnet ASR training config?")
     tokens = conf["token_list"]
     if isinstance(tokens, str):
         tokens = Path(tokens).read_text().split()
