@@ -54,7 +54,8 @@ the same target and seed, and joint against uniform where the joint target equal
 uniform bit-width; p-values per condition from espnet_mpq.bin.score on the two systems'
 hypotheses (--baseline the joint system), kept in <work>/exp/comparisons/. The wall
 clock is this driver's own: the seconds of every run.sh call it made, summed over
-invocations in <work>/exp/benchmark_clock.json (a kill -9 loses the call it kills).
+invocations in <work>/exp/benchmark_clock.json, which is rewritten every CLOCK_TICK_S
+seconds while a call runs (a kill -9 loses at most that much of the call it kills).
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +88,7 @@ ESPNET_DEFAULT_SEED = 0  # espnet2's --seed default, for a config that sets none
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")  # joint_2.5bit_seed2: a repeat of joint_2.5bit
 BITS_PNG = "bits_per_layer_lowest_lossless_joint.png"
 CLOCK = "benchmark_clock.json"
+CLOCK_TICK_S = 5.0
 FP32_PIECE = "fp32 (stages 1-9)"
 LOG2_TICKS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 8)  # bits axis: the targets and the uniform bit-widths
 
@@ -267,9 +270,10 @@ def bits_picture(exp: Path, lowest: dict | None, out_dir: Path) -> None:
         lowest["bits_per_layer_png"] = BITS_PNG
 
 
-def add_seconds(clock: Path, piece: str, seconds: float) -> None:
+def set_seconds(clock: Path, piece: str, seconds: float) -> None:
+    """clock[piece] = seconds; the other pieces are kept."""
     pieces = read_json(clock) or {}
-    pieces[piece] = pieces.get(piece, 0) + round(seconds, 1)
+    pieces[piece] = round(seconds, 1)
     write_atomic(clock, json.dumps(pieces, indent=2) + "\n")
 
 
@@ -475,13 +479,28 @@ def config_set_work(config_set: str) -> str:
                           check=True).stdout.strip()
 
 
-def timed_run(command: list[str], clock: Path, piece: str) -> int:
-    """Run ``command`` in the recipe; its seconds are added to ``piece`` of the clock whatever happens."""
+def timed_run(command: list[str], clock: Path, piece: str, tick_s: float = CLOCK_TICK_S) -> int:
+    """Run ``command`` in the recipe; clock[piece] += its wall clock, whatever happens.
+
+    The piece is rewritten every ``tick_s`` seconds while the command runs (from a thread),
+    so a driver killed without warning under-reports by at most ``tick_s``.
+    """
+    before = (read_json(clock) or {}).get(piece, 0)
     t0 = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(tick_s):
+            set_seconds(clock, piece, before + time.monotonic() - t0)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
     try:
         return subprocess.run(command, cwd=RECIPE).returncode
     finally:
-        add_seconds(clock, piece, time.monotonic() - t0)
+        done.set()
+        ticker.join()
+        set_seconds(clock, piece, before + time.monotonic() - t0)
 
 
 def main() -> None:
