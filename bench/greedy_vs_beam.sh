@@ -14,26 +14,17 @@ config=$1 model=$2 set=$3 out=$4 nj=${5:-2}
 for f in "$config" "$model" "$set/wav.scp" "$set/text"; do
   [ -f "$f" ] || { echo "error: $f not found" >&2; exit 1; }
 done
-[ -f path.sh ] && . ./path.sh
+[ -f local/decode_set.sh ] || { echo "error: run me in egs/librispeech" >&2; exit 1; }
+. ./path.sh
 mkdir -p "$out"
 
-decode() {  # decode NAME EXTRA_ARGS...: $nj jobs on shares of wav.scp; prints the wall seconds
-  local name=$1 dir=$out/$1 j start
+decode() {  # decode NAME EXTRA_ARGS...: local/decode_set.sh into $out/NAME; prints the wall seconds
+  local name=$1 start
   shift
-  rm -rf "$dir"; mkdir -p "$dir"
-  awk -v n="$nj" -v d="$dir" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$set/wav.scp"
   start=$(date +%s.%N)
-  for j in $(seq "$nj"); do
-    OMP_NUM_THREADS=1 python -m espnet_mpq.bin.asr_inference --asr_train_config "$config" --asr_model_file "$model" \
-      --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0 "$@" \
-      --data_path_and_name_and_type "$set/wav.scp,speech,sound" --key_file "$dir/keys.$j" \
-      --output_dir "$dir/output.$j" > "$dir/decode.$j.log" 2>&1 &
-  done
-  wait  # set -e does not see a failed background job: the text check below does
+  local/decode_set.sh "$set" "$out/$name" "$nj" --asr_train_config "$config" --asr_model_file "$model" \
+    --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0 "$@" >&2 || exit 1  # a subshell: set -e does not reach it
   awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { printf "%.1f\n", a - b }'
-  cat "$dir"/output.*/1best_recog/text | sort > "$dir/text"
-  [ "$(wc -l < "$dir/text")" -eq "$(wc -l < "$set/wav.scp")" ] \
-    || { echo "error: $name decoded $(wc -l < "$dir/text") of $(wc -l < "$set/wav.scp") utterances, see $dir" >&2; exit 1; }
 }
 
 beam_s=$(decode beam)

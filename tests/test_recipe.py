@@ -129,6 +129,60 @@ def test_unknown_option_is_refused(tmp_path):
     assert "unknown option --no_such_option" in result.stderr
 
 
+# ---------------------------------------------------------------- local/decode_set.sh
+# A stand-in for $decode_cmd: "FAKE LOG python -m ... --key_file K --output_dir D" writes
+# D/1best_recog/text with a hypothesis per key of K, except the keys in $DROP; it fails on $FAIL_KEY.
+FAKE_DECODE = """#!/usr/bin/env bash
+shift; while [ $# -gt 0 ]; do case $1 in --key_file) keys=$2;; --output_dir) out=$2;; esac; shift; done
+mkdir -p "$out/1best_recog"
+while read -r k; do
+  [ "$k" != "${FAIL_KEY:-}" ] || exit 3
+  case " ${DROP:-} " in *" $k "*) ;; *) echo "$k hyp of $k" >> "$out/1best_recog/text";; esac
+done < "$keys"
+"""
+
+
+def decode_set(tmp_path: Path, jobs: str, **env) -> tuple[subprocess.CompletedProcess, Path]:
+    fake = tmp_path / "fake_decode.sh"
+    fake.write_text(FAKE_DECODE)
+    fake.chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "wav.scp").write_text("".join(f"u{i} /dev/null\n" for i in (3, 1, 2, 5, 4)))
+    out = tmp_path / "decode"
+    result = subprocess.run(["local/decode_set.sh", str(data), str(out), jobs, "--ngpu", "0"], cwd=RECIPE,
+                            capture_output=True, text=True, env={**os.environ, "decode_cmd": str(fake), **env})
+    return result, out
+
+
+def test_decode_set_deals_utterances_to_jobs_and_gathers_every_hypothesis_sorted(tmp_path):
+    result, out = decode_set(tmp_path, "2")
+    assert result.returncode == 0, result.stderr
+    assert (out / "text").read_text() == "".join(f"u{i} hyp of u{i}\n" for i in range(1, 6))
+    assert sorted(p.name for p in out.glob("keys.*")) == ["keys.1", "keys.2"] and (out / ".done").is_file()
+
+
+def test_decode_set_refuses_a_missing_hypothesis(tmp_path):
+    result, out = decode_set(tmp_path, "2", DROP="u4")
+    assert result.returncode == 1
+    assert "4 of 5 utterances" in result.stderr
+    assert not (out / "text").exists() and not (out / ".done").exists()
+
+
+def test_decode_set_fails_when_a_job_fails(tmp_path):
+    result, out = decode_set(tmp_path, "3", FAIL_KEY="u1")
+    assert result.returncode == 1
+    assert "decoding" in result.stderr and "failed" in result.stderr
+    assert not (out / ".done").exists()
+
+
+@pytest.mark.parametrize("jobs", ["0", "two", "-1"])
+def test_decode_set_refuses_a_bad_job_count(tmp_path, jobs):
+    result, _ = decode_set(tmp_path, jobs)
+    assert result.returncode == 1
+    assert f"JOBS must be a positive integer, got '{jobs}'" in result.stderr
+
+
 # ---------------------------------------------------------------- compose_config
 def test_deep_merge_merges_mappings_and_replaces_other_values():
     base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}

@@ -201,23 +201,10 @@ wait_all() {
   return "$failed"
 }
 
-# decode_set CONFIG MODEL OUT SET JOBS: one test set, its utterances dealt round-robin to JOBS jobs.
+# decode_set CONFIG MODEL OUT SET JOBS: one test set (local/decode_set.sh) into OUT.
 decode_set() {
-  local config=$1 model=$2 out=$3 dset=$4 jobs=$5 j pids=()
-  rm -rf "$out"; mkdir -p "$out"
-  jobs=$(( jobs < $(wc -l < "$dump/$dset/wav.scp") ? jobs : $(wc -l < "$dump/$dset/wav.scp") ))
-  awk -v n="$jobs" -v d="$out" '{ print $1 > (d "/keys." ((NR - 1) % n + 1)) }' "$dump/$dset/wav.scp"
-  for j in $(seq "$jobs"); do
-    # One thread a job (--nj sets the parallelism): 2 jobs x 2 threads on 2 cores ran 3-15x slower.
-    OMP_NUM_THREADS=1 ${decode_cmd} "$out/log/decode.$j.log" python -m espnet_mpq.bin.asr_inference --config "$decode_config" \
-      --asr_train_config "$config" --asr_model_file "$model" --ngpu 0 \
-      --data_path_and_name_and_type "$dump/$dset/wav.scp,speech,sound" --key_file "$out/keys.$j" \
-      --output_dir "$out/output.$j" &
-    pids+=($!)
-  done
-  wait_all "${pids[@]}" || { log "error: decoding $dset failed, see $out/log/" >&2; return 1; }
-  cat "$out"/output.*/1best_recog/text | sort > "$out/.text.tmp" && mv "$out/.text.tmp" "$out/text"
-  touch "$out/.done"
+  local/decode_set.sh "$dump/$4" "$3" "$5" --config "$decode_config" --asr_train_config "$1" \
+    --asr_model_file "$2" --ngpu 0
 }
 
 log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
