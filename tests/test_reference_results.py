@@ -17,7 +17,9 @@ EPOCH_LINE = ("[vm] 2026-11-26 13:52:11,000 (trainer:394) INFO: {e}epoch results
 def write_run(exp: Path, upstream: str) -> None:
     fp32 = exp / "asr_fp32"
     fp32.mkdir(parents=True)
-    (fp32 / "config.yaml").write_text("token_type: char\ntoken_list:\n- <blank>\n- <unk>\n- A\n- <sos/eos>\n")
+    ckpt = exp / "upstream" / ("hubert_iter0" if upstream == "ssl" else "random") / "latest.pth"
+    (fp32 / "config.yaml").write_text("token_type: char\ntoken_list:\n- <blank>\n- <unk>\n- A\n- <sos/eos>\n"
+                                      f"frontend_conf:\n  upstream: espnet_hubert_local\n  path_or_url: {ckpt}\n")
     (fp32 / "train.log").write_text(
         EPOCH_LINE.format(e=1, train="7 minutes and 30.5 seconds", valid="10.5 seconds", cer=0.999)
         + EPOCH_LINE.format(e=2, train="1 hour, 1 minute and 1 second", valid="9 seconds", cer=0.778))
@@ -109,3 +111,24 @@ def test_collect_with_a_config_that_has_no_units_names_it(tmp_path, text):
                                 "--test_clean", "test_synth", "--test_other", "test_other_synth",
                                 "--output", str(tmp_path / "ref.json")])
     assert not (tmp_path / "ref.json").exists()
+
+
+@pytest.mark.parametrize("run, label", [("ssl", "random"), ("random", "ssl")])
+def test_collect_refuses_an_upstream_label_the_run_contradicts(tmp_path, run, label):
+    write_run(tmp_path / "exp", run)
+    if run == "random":  # a stage-6 directory that this run did not fine-tune from
+        (tmp_path / "exp" / "upstream" / "hubert_iter0").mkdir(parents=True)
+        (tmp_path / "exp" / "upstream" / "hubert_iter0" / "pretrain_time.json").write_text('{"seconds": 1, "device": "x"}')
+    out = tmp_path / "ref.json"
+    with pytest.raises(SystemExit, match=f"--upstream {label}, but .*fine-tuned from"):
+        reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", label, "--test_clean",
+                                "test_synth", "--test_other", "test_other_synth", "--output", str(out)])
+    assert not out.exists()
+
+
+def test_collect_before_pretraining_finished_names_the_missing_clock(tmp_path):
+    write_run(tmp_path / "exp", "ssl")
+    (tmp_path / "exp" / "upstream" / "hubert_iter0" / "pretrain_time.json").unlink()
+    with pytest.raises(SystemExit, match="pretrain_time.json not found: stage 6"):
+        reference_results.main(["collect", "--exp", str(tmp_path / "exp"), "--upstream", "ssl", "--test_clean",
+                                "test_synth", "--test_other", "test_other_synth", "--output", str(tmp_path / "r.json")])

@@ -90,12 +90,29 @@ def output_units(config: Path) -> dict:
     return {"token_type": conf["token_type"], "tokens": len(tokens)}
 
 
+def check_upstream(config: Path, upstream: str, ssl_dir: Path) -> None:
+    """Refuse a label the run contradicts: "ssl" needs the 32-bit model's upstream checkpoint
+    (frontend_conf.path_or_url) inside stage 6's ssl_dir, with its pretrain_time.json; "random"
+    needs it outside."""
+    conf = yaml.safe_load(config.read_text()) or {}
+    path = (conf.get("frontend_conf") or {}).get("path_or_url")
+    pretrained = bool(path) and Path(path).resolve().is_relative_to(ssl_dir.resolve())
+    if upstream == "ssl" and not pretrained:
+        raise SystemExit(f"--upstream ssl, but {config} fine-tuned from {path!r}, not from stage 6's "
+                         f"pre-training in {ssl_dir}: is it a --pretrain false run (--upstream random)?")
+    if upstream == "random" and pretrained:
+        raise SystemExit(f"--upstream random, but {config} fine-tuned from the pre-trained {path}: use --upstream ssl")
+    if upstream == "ssl" and not (ssl_dir / "pretrain_time.json").is_file():
+        raise SystemExit(f"{ssl_dir / 'pretrain_time.json'} not found: stage 6 (pre-training) has not finished")
+
+
 def collect(args: argparse.Namespace) -> None:
     fp32_dir, ssl_dir = args.exp / "asr_fp32", args.exp / "upstream" / "hubert_iter0"
     finetune = epoch_results(fp32_dir / "train.log")
     if not finetune:
         raise SystemExit(f"no epoch results in {fp32_dir / 'train.log'}")
     result = {"upstream": args.upstream, "units": output_units(fp32_dir / "config.yaml")}
+    check_upstream(fp32_dir / "config.yaml", args.upstream, ssl_dir)
     for key, dset in (("test_clean", args.test_clean), ("test_other", args.test_other)):
         result[key] = test_figures(fp32_dir / f"decode_{dset}" / "score.json")
     pretrain, device = 0.0, args.device
