@@ -7,7 +7,7 @@
 # measured on this set: compression about 50 s per 1,000 utterances and epoch, distillation
 # included; decoding 0.04 s per utterance and job): per joint or uniform system (2 epochs on
 # 6,000 utterances) about 12 min with its decoding of 2 x 1,000 utterances, two_stage about
-# 17 min, ptq about 3 min; the reference about 1.9 h, then the 25 systems about 5-6 h. Every
+# 17 min, ptq about 3 min; the reference 1.9 h (measured), then the 25 systems about 5-6 h. Every
 # system resumes where it stopped; run it in pieces with local/benchmark.py --systems.
 . conf/sets/reference.sh
 test_subsets="$test_clean $test_other"   # roles, not subset names: run.sh maps them to the corpus

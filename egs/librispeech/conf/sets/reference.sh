@@ -5,12 +5,10 @@
 #   ./run.sh --config_set reference --stop_stage 9     # the 32-bit model (stages 1-9)
 #   python local/reference_results.py collect --exp reference/exp --upstream ssl \
 #     --test_clean test_synth --test_other test_other_synth --output results/reference.json
-# Budget (an estimate from the default set's measured speeds on idle cores, code 94f3332,
-# NOT measured on this set: fine-tuning 33 s and pre-training 39 s per 1,000 utterances and
-# epoch, decoding 0.04 s per utterance and job after a 20 s start-up): synthesis 6 min,
-# k-means units 3 min, pre-training 3 epochs about 35 min, fine-tuning 20 epochs about
-# 65 min, decoding 2,000 utterances about 2 min: about 1.9 hours. Every stage resumes
-# (.done markers; ESPnet --resume).
+# Time, measured 2026-11-26 on 2 idle CPU cores (egs/librispeech/RESULTS.md): synthesis about
+# 6 min, k-means + units + 3 pre-training epochs 2,112 s, 20 fine-tuning epochs 4,383 s,
+# decoding 2,000 utterances 59 s: 1 h 55 min for stages 1-9. Every stage resumes (.done
+# markers; ESPnet --resume; the stage clocks sum every run).
 work=reference
 num_train=6000
 num_unlab=12000
