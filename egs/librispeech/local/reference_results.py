@@ -77,12 +77,17 @@ def test_figures(score_json: Path) -> dict:
     return {"wer": round(fp32["wer"], 2), "utterances": score["num_utterances"], "words": fp32["words"]}
 
 
-def output_units(config: Path) -> dict:
-    """{"token_type", "tokens"} of an ESPnet training config (its token_list, inline or a file)."""
+def load_config(config: Path) -> dict:
+    """The 32-bit run's ESPnet training config ({} when it is not a mapping: output_units names it)."""
     if not config.is_file():
         raise SystemExit(f"{config} not found: collect needs the 32-bit run's ESPnet config")
     conf = yaml.safe_load(config.read_text())
-    if not isinstance(conf, dict) or not conf.get("token_type") or not conf.get("token_list"):
+    return conf if isinstance(conf, dict) else {}
+
+
+def output_units(conf: dict, config: Path) -> dict:
+    """{"token_type", "tokens"} of an ESPnet training config (its token_list, inline or a file)."""
+    if not conf.get("token_type") or not conf.get("token_list"):
         raise SystemExit(f"{config}: no token_type or token_list; is it an ESPnet ASR training config?")
     tokens = conf["token_list"]
     if isinstance(tokens, str):
@@ -90,12 +95,12 @@ def output_units(config: Path) -> dict:
     return {"token_type": conf["token_type"], "tokens": len(tokens)}
 
 
-def check_upstream(config: Path, upstream: str, ssl_dir: Path) -> None:
+def check_upstream(conf: dict, config: Path, upstream: str, ssl_dir: Path) -> None:
     """Refuse a label the run contradicts: "ssl" needs the 32-bit model's upstream checkpoint
     (frontend_conf.path_or_url) inside stage 6's ssl_dir, with its pretrain_time.json; "random"
     needs it outside."""
-    conf = yaml.safe_load(config.read_text()) or {}
-    path = (conf.get("frontend_conf") or {}).get("path_or_url")
+    frontend = conf.get("frontend_conf")
+    path = frontend.get("path_or_url") if isinstance(frontend, dict) else None
     pretrained = bool(path) and Path(path).resolve().is_relative_to(ssl_dir.resolve())
     if upstream == "ssl" and not pretrained:
         raise SystemExit(f"--upstream ssl, but {config} fine-tuned from {path!r}, not from stage 6's "
@@ -111,8 +116,10 @@ def collect(args: argparse.Namespace) -> None:
     finetune = epoch_results(fp32_dir / "train.log")
     if not finetune:
         raise SystemExit(f"no epoch results in {fp32_dir / 'train.log'}")
-    result = {"upstream": args.upstream, "units": output_units(fp32_dir / "config.yaml")}
-    check_upstream(fp32_dir / "config.yaml", args.upstream, ssl_dir)
+    config = fp32_dir / "config.yaml"
+    conf = load_config(config)  # read once: the units and the upstream's checkpoint
+    result = {"upstream": args.upstream, "units": output_units(conf, config)}
+    check_upstream(conf, config, args.upstream, ssl_dir)
     for key, dset in (("test_clean", args.test_clean), ("test_other", args.test_other)):
         result[key] = test_figures(fp32_dir / f"decode_{dset}" / "score.json")
     pretrain, device = 0.0, args.device
