@@ -13,11 +13,12 @@
 #   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py): fp32 (quantizer eager,
 #     compiled and the unfused one), then bf16 autocast (eager)
 #   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
-#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager and
-#     compiled, fp32; then the 4 x 4 s batch under bf16 autocast (eager)
+#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager, fp32;
+#     then the 4 x 4 s batch under bf16 autocast (eager)
 #   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
-#     the 32-bit model, then one compression run (stage 10) per quantizer: none, ptq, uniform,
-#     two_stage, joint, with --ngpu 1 and use_amp=true
+#     the 32-bit model, then one compression run (stage 10) per quantizer: joint, two_stage
+#     (the searching ones first), uniform, ptq, none, with --ngpu 1 and use_amp=true
+#   4 the compiled quantizer at the published sizes (fp32), with what time is left
 # --cpu runs every stage on the CPU at small sizes (1 layer, tiny batches, wav2vec2-base
 # only, quantizer eager only, no AMP in ESPnet: its AMP is CUDA-only); it tests the
 # script, its figures mean little (tests/test_fused.py covers the compiled quantizer).
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --cpu) cpu=true; shift ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
     --budget) budget=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -83,7 +84,7 @@ run "step, bf16 autocast" 20 $((budget * 8 / 100)) $python bench/step_overhead.p
   --no_compile --no_unfused
 
 log "Stage 2: step cost and peak memory at the published sizes"
-run "real shapes, fp32" 60 $((budget * 22 / 100)) $python bench/real_shapes.py "${shape_args[@]}" "${compile[@]}"
+run "real shapes, fp32" 60 $((budget * 22 / 100)) $python bench/real_shapes.py "${shape_args[@]}"
 run "real shapes, bf16" 20 $((budget * 7 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16
 
 log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer"
@@ -93,10 +94,15 @@ overrides="$(set +u; . egs/librispeech/conf/sets/smoke.sh; echo "$train_override
 recipe=(egs/librispeech/run.sh --config_set smoke --work "$work" --ngpu "$ngpu" --pretrain false
         --train_overrides "$overrides")
 run "recipe stages 1-8 (data, 32-bit training)" 60 "$budget" "${recipe[@]}" --stop_stage 8
-for quantizer in none ptq_4bit uniform_4bit two_stage_3.0bit joint_3.0bit; do
+for quantizer in joint_3.0bit two_stage_3.0bit uniform_4bit ptq_4bit none; do
   run "compression, $quantizer" 20 "$budget" "${recipe[@]}" --stage 10 --stop_stage 10 \
     --mpq_config "conf/tuning/train_mpq_$quantizer.yaml"
   tail -n 3 "$work/exp/asr_mpq_$quantizer/train.log" >> "$out" 2>/dev/null || true
 done
 rm -rf "$work"
+
+if [ ${#compile[@]} -gt 0 ]; then
+  log "Stage 4: the compiled quantizer at the published sizes"
+  run "real shapes, compiled" 60 "$budget" $python bench/real_shapes.py "${shape_args[@]}" --only_compiled
+fi
 log "finished in $((SECONDS - start)) s; results in $out"

@@ -87,7 +87,7 @@ def child(spec: dict) -> dict:
         if i:
             times.append(time.perf_counter() - start)
     peak_mb = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3) / 1e6
-    return {**spec, "step_s": round(statistics.median(times), 3), "rss_built_mb": round(built_mb),
+    return {**spec, "step_s": round(statistics.median(times), 6), "rss_built_mb": round(built_mb),
             "peak_rss_mb": round(peak_mb)}
 
 
@@ -124,6 +124,8 @@ def main() -> None:
                         help="BxS: B utterances of S seconds per training step")
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per mode (after one warm-up)")
     parser.add_argument("--compile", action="store_true", help="also time the compiled fused quantizer")
+    parser.add_argument("--only_compiled", action="store_true",
+                        help="time 32-bit and the compiled quantizer only (not the eager one)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                         help="autocast the model (the quantizer itself always runs in float32)")
@@ -132,7 +134,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    modes = ["fp32", "supernet"] + (["compile"] if args.compile else [])
+    modes = ["fp32", "compile"] if args.only_compiled else ["fp32", "supernet"] + (["compile"] if args.compile else [])
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
@@ -156,7 +158,7 @@ def main() -> None:
                             "peak_rss_ratio": round(runs[m]["peak_rss_mb"] / runs["fp32"]["peak_rss_mb"], 3),
                             "fp32_rss_built_mb": runs["fp32"]["rss_built_mb"], "rss_built_mb": runs[m]["rss_built_mb"]}
                     r["steps"].append(step)
-                    print(f"  batch {batch} s, {m}: step {step['step_s']:.2f} s vs {step['fp32_step_s']:.2f} s 32-bit "
+                    print(f"  batch {batch} s, {m}: step {step['step_s'] * 1e3:.1f} ms vs {step['fp32_step_s'] * 1e3:.1f} ms 32-bit "
                           f"(ratio {step['step_time_ratio']:.2f}); peak memory {step['peak_rss_mb']} MB vs "
                           f"{step['fp32_peak_rss_mb']} MB 32-bit (ratio {step['peak_rss_ratio']:.2f}; after build "
                           f"{step['rss_built_mb']} vs {step['fp32_rss_built_mb']} MB)", flush=True)
