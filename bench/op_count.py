@@ -5,15 +5,16 @@ Usage:
 
 Runs one training step (forward + backward, after a warm-up step) of the same
 wav2vec2-base transformer layer(s) as bench/step_overhead.py, in each of its eager
-modes, under torch.profiler on the CPU, and counts the ATen operators called from
-outside another ATen operator (``top-level``: each is one trip through the
-dispatcher from Python or autograd; on a GPU, one or more kernel launches) and all
-ATen operators. The extra top-level operators over 32-bit, divided by the number
-of quantized weights, is what the quantizer adds per weight and step. The count
-does not depend on the device or the sizes: the fused op loops over candidates in
-Python, so it grows with the number of candidates, not with the weight. (The
-dead-candidate skip is off here, as it is on a GPU.) Where a GPU step is bound by
-this host-side work rather than by the kernels, step time grows with these counts.
+modes and with each strategy of the fused op (``loop`` over candidates, the CPU's
+default; ``broadcast``, all candidates at once, the default on accelerators), under
+torch.profiler on the CPU, and counts the ATen operators called from outside
+another ATen operator (``top-level``: each is one trip through the dispatcher from
+Python or autograd; on a GPU, one kernel launch or a view) and all ATen operators.
+The extra top-level operators over 32-bit, divided by the number of quantized
+weights, is what the quantizer adds per weight and step. The count does not depend
+on the device or the sizes (the dead-candidate skip, which reads g on the host, is
+off here, as it is on a GPU). Where a GPU step is bound by this host-side work
+rather than by the kernels, its time grows with these counts.
 The last line is machine-readable JSON.
 """
 from __future__ import annotations
@@ -49,21 +50,26 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    # Every candidate computed, as on a GPU (the skip reads g on the host, so it is CPU-only).
-    supernet_module.fused_mix_fake_quantize = functools.partial(fused_mix_fake_quantize, dead_threshold=0.0)
     counts = {}
-    for mode, bits in BITS.items():
-        model = Stack(build_stack(args.layers, bits, compile=False, seed=0)).train()
-        weights = len(list(quantized_layers(model)))
-        top, total = count_step(model)
-        counts[mode] = {"quantized_weights": weights, "top_level_ops": top, "all_ops": total}
+    for broadcast in (False, True):
+        # Every candidate computed, as on a GPU; the strategy forced.
+        supernet_module.fused_mix_fake_quantize = functools.partial(fused_mix_fake_quantize, dead_threshold=0.0,
+                                                                    broadcast=broadcast)
+        for mode, bits in BITS.items():
+            if bits is None and broadcast:
+                continue
+            name = mode if bits is None else f"{mode}/{'broadcast' if broadcast else 'loop'}"
+            model = Stack(build_stack(args.layers, bits, compile=False, seed=0)).train()
+            top, total = count_step(model)
+            counts[name] = {"quantized_weights": len(list(quantized_layers(model))), "top_level_ops": top,
+                            "all_ops": total}
     base = counts["fp32"]["top_level_ops"]
     print(f"{args.layers} x wav2vec2-base layer, one training step (forward + backward), torch {torch.__version__}")
-    print(f"{'mode':<12} {'weights':>7} {'top-level ops':>13} {'all ops':>8} {'extra top-level ops / weight':>29}")
-    for mode, c in counts.items():
+    print(f"{'mode':<22} {'weights':>7} {'top-level ops':>13} {'all ops':>8} {'extra top-level ops / weight':>29}")
+    for name, c in counts.items():
         per_weight = (c["top_level_ops"] - base) / c["quantized_weights"] if c["quantized_weights"] else 0.0
         c["extra_top_level_ops_per_weight"] = round(per_weight, 1)
-        print(f"{mode:<12} {c['quantized_weights']:>7} {c['top_level_ops']:>13} {c['all_ops']:>8} {per_weight:>29.1f}")
+        print(f"{name:<22} {c['quantized_weights']:>7} {c['top_level_ops']:>13} {c['all_ops']:>8} {per_weight:>29.1f}")
     print("json " + json.dumps(counts))
 
 

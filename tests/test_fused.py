@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from espnet_mpq.core import fused
 from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
 from espnet_mpq.core.primitives import fake_quantize, init_scale, mix_fake_quantize, qmax
 
@@ -26,14 +27,19 @@ def values_and_grads(fn, w, scales, g, grad_out):
     return {"W_eff": out.detach(), "dW": w.grad, "ds": scales.grad, "dg": g.grad}
 
 
+STRATEGIES = {"loop": False, "broadcast": True}
+
+
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("bits", CANDIDATE_SETS, ids=str)
-def test_values_and_every_gradient_equal_mix_fake_quantize(shape, bits):
+def test_values_and_every_gradient_equal_mix_fake_quantize(shape, bits, broadcast):
     w, scales, g, grad_out = inputs(shape, bits)
     clipped = w.reshape(len(w), -1).abs() > qmax(bits[0]) * scales[0].abs()[:, None]
     assert clipped.any() and not clipped.all()  # both sides of the clip range are exercised
     ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
-    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), w, scales, g, grad_out)
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=broadcast),
+                           w, scales, g, grad_out)
     for name in ref:
         assert ref[name].abs().sum() > 0, name  # the check can fail: every gradient is non-zero
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -51,22 +57,49 @@ def test_one_candidate_with_weight_one_is_bit_identical_to_fake_quantize(bits):
     assert torch.equal(fused_mix_fake_quantize(w, scales, torch.ones(1), (bits,)), fake_quantize(w, scales[0], bits))
 
 
-def test_backward_keeps_no_per_candidate_tensor():
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_backward_keeps_no_per_candidate_tensor(broadcast):
     """Only the inputs are saved for backward: nothing of weight size beyond W itself."""
     w, scales, g, _ = inputs((64, 32), (1, 2, 3, 4, 8))
     w.requires_grad_()
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fused_mix_fake_quantize(w, scales.requires_grad_(), g.requires_grad_(), (1, 2, 3, 4, 8))
+        fused_mix_fake_quantize(w, scales.requires_grad_(), g.requires_grad_(), (1, 2, 3, 4, 8), broadcast=broadcast)
     assert sum(t.numel() for t in saved if t.numel() >= w.numel()) == w.numel()
 
 
-def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound():
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_a_weight_split_into_blocks_of_channels_gives_the_same_values_and_gradients(broadcast, monkeypatch):
+    bits = (1, 2, 4, 8)
+    w, scales, g, grad_out = inputs(SHAPES["conv1d"], bits)  # 6 channels of 12 elements
+    monkeypatch.setattr(fused, "LOOP_BLOCK_ELEMENTS", 2 * 12)  # blocks of 2 channels
+    monkeypatch.setattr(fused, "BROADCAST_BLOCK_ELEMENTS", 2 * 12 * len(bits))
+    assert len(fused._row_blocks(w.reshape(6, -1), len(bits), broadcast, whole=False)) == 3
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=broadcast),
+                           w, scales, g, grad_out)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_default_strategy_loops_on_the_cpu_and_broadcasts_elsewhere(monkeypatch):
+    chosen = []
+    kernels = fused._kernels
+    monkeypatch.setattr(fused, "_kernels", lambda compile, broadcast: chosen.append(broadcast) or kernels(compile, broadcast))
+    for device in ("cpu", "meta"):
+        w, scales, g, _ = (t.to(device) for t in inputs((4, 3), (2, 4)))
+        fused_mix_fake_quantize(w, scales, g, (2, 4))
+    assert chosen == [False, True]
+
+
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound(broadcast):
     bits = (2, 4, 8)
     w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
     g = torch.tensor([0.5 * DEAD_CANDIDATE_THRESHOLD, 0.3, 0.7 - 0.5 * DEAD_CANDIDATE_THRESHOLD])
     exact = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
-    skipped = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    skipped = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, broadcast=broadcast),
+                               w, scales, g, grad_out)
     assert skipped["dg"][0] == 0 and skipped["ds"][0].abs().sum() == 0  # candidate 0 cost nothing
     bound = g[0] * fake_quantize(w, scales[0], bits[0]).abs().max()
     assert 0 < (skipped["W_eff"] - exact["W_eff"]).abs().max() <= bound + 1e-6  # + float rounding
@@ -88,11 +121,14 @@ def test_mismatched_scales_or_mixture_are_rejected_with_the_shapes():
         fused_mix_fake_quantize(w, torch.ones(2, 4), torch.ones(3) / 3, (2, 4, 8))
 
 
-def test_compiled_kernels_give_the_same_values_and_gradients():
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_compiled_kernels_give_the_same_values_and_gradients(broadcast):
     bits = (1, 2, 4, 8)
     w, scales, g, grad_out = inputs(SHAPES["conv1d"], bits)
-    eager = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), w, scales, g, grad_out)
-    compiled = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, compile=True), w, scales, g, grad_out)
+    eager = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=broadcast),
+                             w, scales, g, grad_out)
+    compiled = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, compile=True, broadcast=broadcast),
+                                w, scales, g, grad_out)
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)
 
@@ -115,18 +151,23 @@ class HostToDevice(torch.utils._python_dispatch.TorchDispatchMode):
         monkeypatch.setattr(torch, "tensor", tensor)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if func in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default):
             self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
+        if (func is torch.ops.aten._to_copy.default and args[0].device.type == "cpu"
+                and kwargs.get("device") not in (None, torch.device("cpu"))):
+            self.ops.append(f"{func} to {kwargs['device']}")
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("bits", [(4,), (2, 4, 8), (1, 2, 3, 4, 8)], ids=str)
 def test_a_step_on_a_device_brings_nothing_from_host_memory(bits, monkeypatch):
     """Forward and backward with every tensor on a non-CPU device (meta stands for a GPU, where
-    every candidate is computed) copy no host data there: no index lists, no torch.tensor of
-    per-candidate constants."""
+    every candidate is computed) copy no host data there after the first step: no index lists,
+    no per-candidate constants built again (the first step builds them once per device)."""
     w, scales, g, grad_out = (t.to("meta") for t in inputs((12, 20), bits))
     w, scales, g = (t.requires_grad_() for t in (w, scales, g))
+    fused_mix_fake_quantize(w, scales, g, bits).backward(grad_out)  # the first step
     with HostToDevice(monkeypatch) as mode:
         fused_mix_fake_quantize(w, scales, g, bits).backward(grad_out)
     assert mode.ops == []

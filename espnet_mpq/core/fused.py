@@ -17,13 +17,23 @@ LSQ scale gradient); the backward pass is written out:
     dL/dg_i  = sum(dOut * Q_{b_i}(W))
 
 (N = elements per output channel). Nothing per candidate is kept for the backward
-pass: it recomputes L_i and m_i from W, s and g, in place in two or three
-weight-sized buffers reused by every candidate. The work runs over blocks of
-output channels of at most about BLOCK_ELEMENTS elements, which bounds those
-buffers (cache-sized blocks were slower on the CPU: the per-operation overhead
-outweighs the saved memory traffic). With ``compile=True`` the same functions run
-through torch.compile (inductor) over the whole weight: one fused loop forward,
-one backward.
+pass: it recomputes L_i and m_i from W, s and g. Two strategies give the same
+values and gradients:
+
+- candidate loop (default on the CPU): in place in two or three weight-sized
+  buffers reused by every candidate; about 35 operators per candidate and step.
+  On the CPU the cost is memory traffic, and this keeps it lowest.
+- broadcast (default on accelerators): all candidates in one (n, C_out, N) pass,
+  a fixed number of operators (about 40 per step) whatever n is, at the price of
+  n-times larger temporaries. On a GPU the cost of a step is the host's
+  dispatching of small operators (about 14 us each on an H200; RESULTS.md), not
+  the memory traffic.
+
+The work runs over blocks of output channels whose temporaries have at most
+LOOP_BLOCK_ELEMENTS / BROADCAST_BLOCK_ELEMENTS elements (cache-sized blocks were
+slower on the CPU: the per-operation overhead outweighs the saved memory traffic).
+With ``compile=True`` the same functions run through torch.compile (inductor) over
+the whole weight: one fused loop forward, one backward.
 
 Dead candidates: a candidate whose mixture weight g_i is below ``dead_threshold``
 (default DEAD_CANDIDATE_THRESHOLD) is left out of that call, forward and backward;
@@ -50,8 +60,11 @@ from espnet_mpq.core.primitives import positive_scale, qmax
 
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
 DEAD_CANDIDATE_THRESHOLD = 1e-4
-# Elements per block of output channels (4 M floats = 16 MB per temporary buffer).
-BLOCK_ELEMENTS = 1 << 22
+# Elements per temporary buffer, at most, for one block of output channels: (R, N) in the
+# candidate loop (4 M floats = 16 MB), (n, R, N) in the broadcast (16 M floats = 64 MB). Every
+# weight of wav2vec2-base and HuBERT-large is one block, in the broadcast for up to 4 candidates.
+LOOP_BLOCK_ELEMENTS = 1 << 22
+BROADCAST_BLOCK_ELEMENTS = 1 << 24
 
 __all__ = ["DEAD_CANDIDATE_THRESHOLD", "fused_mix_fake_quantize", "compiled_fused_mix_fake_quantize"]
 
@@ -68,7 +81,9 @@ def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
 
 
-def _forward_block(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...]) -> torch.Tensor:
+# ---- candidate loop (CPU): two or three weight-sized buffers, reused by every candidate ----------
+
+def _forward_loop(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...]) -> torch.Tensor:
     """sum_i g_i s_i L_i(w / s_i) for w (R, N), s (n, R), g (n,) -> (R, N); one temporary, reused."""
     out, levels = torch.empty_like(w), torch.empty_like(w)
     for i, b in enumerate(bits):
@@ -82,7 +97,7 @@ def _forward_block(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tupl
     return out
 
 
-def _backward_block(
+def _backward_loop(
     grad: torch.Tensor, w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dL/dw (R, N), dL/ds (n, R) before the LSQ factor, dL/dg (n,)) for grad = dL/dW_eff (R, N)."""
@@ -106,22 +121,67 @@ def _backward_block(
     return coef.mul_(grad), torch.stack(ds), torch.stack(dg)
 
 
-_compiled: dict[str, object] = {}
+# ---- candidates broadcast (accelerators): a fixed number of operators whatever n is -------------
+
+def _levels_all_(x: torch.Tensor, bits: tuple[int, ...]) -> torch.Tensor:
+    """L_{b_i}(x_i) in place for x (n, R, N) clamped: sign for 1-bit candidates, then round
+    (which leaves those signs as they are)."""
+    for i, b in enumerate(bits):
+        if b == 1:
+            torch.ge(x[i], 0, out=x[i]).mul_(2).sub_(1)
+    return x.round_()
 
 
-def _kernels(compile: bool):
-    """The per-block forward and backward functions, eager or compiled once per process."""
+def _forward_broadcast(w, s, g, bits, q_lo, q_hi):
+    """_forward_loop's result from (n, R, N) temporaries; q_lo, q_hi = -q_i, q_i as (n, 1, 1)."""
+    levels = _levels_all_(torch.div(w, s[:, :, None]).clamp_(q_lo, q_hi), bits)  # (n, R, N): L_i
+    return levels.mul_((s * g[:, None])[:, :, None]).sum(0)
+
+
+def _backward_broadcast(grad, w, s, g, bits, q_lo, q_hi):
+    """_backward_loop's result from two (n, R, N) float temporaries and a boolean one."""
+    x = torch.div(w, s[:, :, None])  # (n, R, N): x_i = W / s_i
+    levels = torch.clamp(x, q_lo, q_hi)
+    inside = torch.eq(x, levels)  # m_i: |x_i| <= q_i
+    levels_dot = _levels_all_(levels, bits).mul_(grad).sum(2)  # (n, R): sum_j dOut L_i
+    clip_dot = x.mul_(inside).mul_(grad).sum(2)  # (n, R): sum_j dOut m_i x_i
+    grad_w = torch.mul(inside, g[:, None, None], out=x).sum(0).mul_(grad)  # dOut sum_i g_i m_i
+    return grad_w, g[:, None] * (levels_dot - clip_dot), (levels_dot * s).sum(1)
+
+
+_QMAX_BOUNDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _qmax_bounds(bits: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-q_i, q_i) as (n, 1, 1) tensors on ``like``'s device, built once per device and candidate
+    set (built in every step, they would be copied from host memory to the device each time)."""
+    key = (bits, like.device, like.dtype)
+    if key not in _QMAX_BOUNDS:
+        q = torch.tensor([float(qmax(b)) for b in bits], dtype=like.dtype).to(like.device)[:, None, None]
+        _QMAX_BOUNDS[key] = (-q, q)
+    return _QMAX_BOUNDS[key]
+
+
+_compiled: dict[tuple[str, bool], object] = {}
+
+
+def _kernels(compile: bool, broadcast: bool):
+    """The per-block forward and backward functions of a strategy, eager or compiled once per process."""
+    forward, backward = (_forward_broadcast, _backward_broadcast) if broadcast else (_forward_loop, _backward_loop)
     if not compile:
-        return _forward_block, _backward_block
-    if not _compiled:
-        _compiled["forward"] = torch.compile(_forward_block, dynamic=True)
-        _compiled["backward"] = torch.compile(_backward_block, dynamic=True)
-    return _compiled["forward"], _compiled["backward"]
+        return forward, backward
+    if ("forward", broadcast) not in _compiled:
+        _compiled["forward", broadcast] = torch.compile(forward, dynamic=True)
+        _compiled["backward", broadcast] = torch.compile(backward, dynamic=True)
+    return _compiled["forward", broadcast], _compiled["backward", broadcast]
 
 
-def _row_blocks(rows: int, per_row: int, whole: bool) -> list[slice]:
-    """Slices of output channels with about BLOCK_ELEMENTS elements each (one slice if ``whole``)."""
-    step = rows if whole else max(1, BLOCK_ELEMENTS // max(per_row, 1))
+def _row_blocks(w: torch.Tensor, candidates: int, broadcast: bool, whole: bool) -> list[slice]:
+    """Slices of the output channels of w (C, N) whose temporaries, (R, N) in the loop and
+    (candidates, R, N) in the broadcast, stay within the strategy's block size (one slice if ``whole``)."""
+    rows, per_row = w.shape[0], w.shape[1] * (candidates if broadcast else 1)
+    limit = BROADCAST_BLOCK_ELEMENTS if broadcast else LOOP_BLOCK_ELEMENTS
+    step = rows if whole else max(1, limit // max(per_row, 1))
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
@@ -129,39 +189,43 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
     """W, s (positive, n x C), g, bits -> W_eff; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, weight, scales, mixture, bits, active, compile):
-        forward_block, _ = _kernels(compile)
+    def forward(ctx, weight, scales, mixture, bits, active, compile, broadcast):
+        forward_block, _ = _kernels(compile, broadcast)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         s, g = _take(scales, active), _take(mixture, active)
         used = tuple(bits[i] for i in active)
-        out = torch.empty_like(w)
-        for rows in _row_blocks(w.shape[0], w.shape[1], compile):
-            out[rows] = forward_block(w[rows], s[:, rows], g, used)
+        extra = _qmax_bounds(used, w) if broadcast else ()
+        blocks = _row_blocks(w, len(used), broadcast, compile)
+        parts = [forward_block(w[rows], s[:, rows], g, used, *extra) for rows in blocks]
         ctx.save_for_backward(weight, scales, mixture)
-        ctx.bits, ctx.active, ctx.compile = bits, active, compile
-        return out.view_as(weight)
+        ctx.bits, ctx.active, ctx.compile, ctx.broadcast = bits, active, compile, broadcast
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).view_as(weight)
 
     @staticmethod
     def backward(ctx, grad_out):
         weight, scales, mixture = ctx.saved_tensors
-        _, backward_block = _kernels(ctx.compile)
+        _, backward_block = _kernels(ctx.compile, ctx.broadcast)
         active = ctx.active
         used = tuple(ctx.bits[i] for i in active)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         grad = grad_out.reshape(w.shape)
         s, g = _take(scales, active), _take(mixture, active)
-        grad_w = torch.empty_like(w)
-        grad_s_used = torch.empty_like(s)  # (n_active, C)
-        grad_g_used = torch.zeros_like(g)
-        for rows in _row_blocks(w.shape[0], w.shape[1], ctx.compile):
-            dw, ds, dg = backward_block(grad[rows], w[rows], s[:, rows], g, used)
-            grad_w[rows] = dw
-            grad_s_used[:, rows] = ds
-            grad_g_used += dg
-        for j, b in enumerate(used):  # the LSQ factor, a Python float per candidate (nothing from the host)
-            grad_s_used[j].mul_(1.0 / math.sqrt(w.shape[1] * qmax(b)))
-        return (grad_w.view_as(weight), _put(grad_s_used, active, scales), _put(grad_g_used, active, mixture),
-                None, None, None)
+        extra = _qmax_bounds(used, w) if ctx.broadcast else ()
+        blocks = _row_blocks(w, len(used), ctx.broadcast, ctx.compile)
+        parts = [backward_block(grad[rows], w[rows], s[:, rows], g, used, *extra) for rows in blocks]
+        if len(parts) == 1:
+            grad_w, grad_s, grad_g = parts[0]
+        else:
+            grad_w = torch.cat([p[0] for p in parts])
+            grad_s = torch.cat([p[1] for p in parts], dim=1)
+            grad_g = torch.stack([p[2] for p in parts]).sum(0)
+        if ctx.broadcast:  # the LSQ factor 1 / sqrt(N q_i), from the device's q (nothing from the host)
+            grad_s.mul_(torch.rsqrt(extra[1].view(-1, 1) * w.shape[1]))
+        else:  # one Python float per candidate
+            for j, b in enumerate(used):
+                grad_s[j].mul_(1.0 / math.sqrt(w.shape[1] * qmax(b)))
+        return (grad_w.view_as(weight), _put(grad_s, active, scales), _put(grad_g, active, mixture),
+                None, None, None, None)
 
 
 def _take(x: torch.Tensor, active: tuple[int, ...]) -> torch.Tensor:
@@ -194,6 +258,7 @@ def fused_mix_fake_quantize(
     bits: tuple[int, ...],
     dead_threshold: float = DEAD_CANDIDATE_THRESHOLD,
     compile: bool = False,
+    broadcast: bool | None = None,
 ) -> torch.Tensor:
     """W_eff = sum_i g_i Q_{b_i}(W) as one autograd op (see the module docstring).
 
@@ -204,6 +269,8 @@ def fused_mix_fake_quantize(
         bits: the n candidate bit-widths.
         dead_threshold: candidates with g_i below it are skipped (0 computes all; CPU only).
         compile: run the per-block math through torch.compile.
+        broadcast: compute all candidates in one broadcast (n, C_out, ...) pass (True) or loop
+            over them (False); None (default) broadcasts on accelerators and loops on the CPU.
 
     Returns:
         W_eff, the shape of ``weight``. Equal to ``mix_fake_quantize`` in values and in every
@@ -217,7 +284,9 @@ def fused_mix_fake_quantize(
             f"got {tuple(scales.shape)} and {tuple(mixture.shape)}"
         )
     active = tuple(range(len(bits))) if compile else _active(mixture, dead_threshold)
-    return _FusedMixFakeQuantize.apply(weight, positive_scale(scales), mixture, bits, active, compile)
+    if broadcast is None:
+        broadcast = weight.device.type != "cpu"
+    return _FusedMixFakeQuantize.apply(weight, positive_scale(scales), mixture, bits, active, compile, broadcast)
 
 
 def compiled_fused_mix_fake_quantize(
