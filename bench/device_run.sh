@@ -9,7 +9,7 @@
 #       reference_gpu.log, reference_gpu_logs.tar.gz (every train.log, score.json)
 #
 # Each part sets the machine up first (about 30 s; seconds once done). On an H200 the check
-# takes about 6 minutes at its default budget and the reference about 10: one part per
+# takes about 8 minutes at its default budget and the reference about 10: one part per
 # session of 15 device minutes. (A first version ran the reference's first stages in the
 # background of the check; the device tool's call then lasted until that job ended.)
 set -euo pipefail
@@ -25,7 +25,7 @@ gpu_work=$recipe/gpu    # conf/sets/gpu.sh's work directory
 
 case $part in
   check)
-    budget=360
+    budget=450
     [ "${1:-}" != --budget ] || budget=$2
     bash "$root/bench/device_check.sh" --budget "$budget" --out "$out/device_check.txt"
     ;;
