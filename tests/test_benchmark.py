@@ -341,3 +341,10 @@ def test_the_clock_counts_a_failed_call(benchmark, tmp_path):
     clock = tmp_path / "benchmark_clock.json"
     assert benchmark.timed_run(["bash", "-c", "sleep 0.3; exit 3"], clock, "ptq_4bit", tick_s=0.1) == 3
     assert 0.3 <= json.loads(clock.read_text())["ptq_4bit"] < 1.5
+
+
+def test_a_clock_that_is_not_json_is_refused_with_its_path(benchmark, tmp_path):
+    clock = tmp_path / "benchmark_clock.json"
+    clock.write_text('{"joint_2.0bit": 10')
+    with pytest.raises(ValueError, match=r"benchmark_clock\.json is not valid JSON"):
+        benchmark.wall_clock(clock)

@@ -94,7 +94,14 @@ LOG2_TICKS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 8)  # bits axis: the targets and the u
 
 
 def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """The JSON object in ``path``; None if there is no such file; ValueError naming it if it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): repair or remove it "
+                         "(every file here is written whole, so something else wrote it)") from None
 
 
 def write_atomic(path: Path, text: str) -> None:
