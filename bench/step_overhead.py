@@ -11,7 +11,8 @@ and over 5 candidates [1, 2, 3, 4, 8], all with the default quantizer (the fused
 op of espnet_mpq.core.fused, eager); ``supernet3@tau0.1``, the default at the end
 of the search (Gumbel-Softmax temperature 0.1, where dead candidates are skipped);
 ``*/unfused``, the previous per-candidate autograd graph (primitives.mix_fake_quantize,
-swapped in for that mode only); and ``*+compile``, the fused op's kernels through
+swapped in for that mode only); ``*/broadcast`` (on the CPU) or ``*/loop`` (elsewhere), the
+fused op's other strategy than the device's default (espnet_mpq.core.fused); and ``*+compile``, the fused op's kernels through
 torch.compile (``compile: true``; the one-off compile happens in the warm-up step
 and is not timed). Modes are measured round-robin so that drift in machine load
 affects all alike; the figure per mode is the median. Also prints the fraction of
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile modes")
     parser.add_argument("--no_unfused", action="store_true", help="skip the previous (unfused) quantizer's modes")
+    parser.add_argument("--no_other_strategy", action="store_true",
+                        help="skip the modes with the fused op's non-default strategy")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -100,6 +104,11 @@ def main() -> None:
     modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize)
     if not args.no_unfused:
         modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize) for m in ("supernet3", "supernet5")})
+    if not args.no_other_strategy:  # the strategy the device does not use by default
+        broadcast = device.type == "cpu"
+        other = functools.partial(fused_mix_fake_quantize, broadcast=broadcast)
+        modes.update({f"{m}/{'broadcast' if broadcast else 'loop'}": (BITS[m], False, 1.0, other)
+                      for m in ("supernet3", "supernet5")})
     if not args.no_compile:
         modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize)
                       for m, bits in BITS.items() if bits is not None})
@@ -146,7 +155,7 @@ def main() -> None:
           f"median of {args.repeats} steps")
     print(f"{'mode':<20} {'step_s':>8} {'ratio':>6}")
     for mode in modes:
-        print(f"{mode:<20} {median[mode]:8.3f} {median[mode] / median['fp32']:6.2f}")
+        print(f"{mode:<20} {median[mode]:8.4f} {median[mode] / median['fp32']:6.2f}")
     for n in (3, 5):
         print(f"dead candidates (g_i < {DEAD_CANDIDATE_THRESHOLD:g}) skipped over tau 1 -> {LATE_TAU}, lambda = 0, "
               f"{n} candidates: {skipped_fraction(n):.3f} of candidate evaluations")
