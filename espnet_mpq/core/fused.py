@@ -185,6 +185,13 @@ def _row_blocks(w: torch.Tensor, candidates: int, broadcast: bool, whole: bool) 
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
+def _plan(w: torch.Tensor, bits: tuple[int, ...], active: tuple[int, ...], broadcast: bool, compile: bool):
+    """What forward and backward share: the active candidates' bits, the broadcast's q bounds
+    (none for the loop) and the blocks of output channels."""
+    used = tuple(bits[i] for i in active)
+    return used, (_qmax_bounds(used, w) if broadcast else ()), _row_blocks(w, len(used), broadcast, compile)
+
+
 class _FusedMixFakeQuantize(torch.autograd.Function):
     """W, s (positive, n x C), g, bits -> W_eff; see the module docstring."""
 
@@ -193,9 +200,7 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         forward_block, _ = _kernels(compile, broadcast)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         s, g = _take(scales, active), _take(mixture, active)
-        used = tuple(bits[i] for i in active)
-        extra = _qmax_bounds(used, w) if broadcast else ()
-        blocks = _row_blocks(w, len(used), broadcast, compile)
+        used, extra, blocks = _plan(w, bits, active, broadcast, compile)
         parts = [forward_block(w[rows], s[:, rows], g, used, *extra) for rows in blocks]
         ctx.save_for_backward(weight, scales, mixture)
         ctx.bits, ctx.active, ctx.compile, ctx.broadcast = bits, active, compile, broadcast
@@ -206,12 +211,10 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         weight, scales, mixture = ctx.saved_tensors
         _, backward_block = _kernels(ctx.compile, ctx.broadcast)
         active = ctx.active
-        used = tuple(ctx.bits[i] for i in active)
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         grad = grad_out.reshape(w.shape)
         s, g = _take(scales, active), _take(mixture, active)
-        extra = _qmax_bounds(used, w) if ctx.broadcast else ()
-        blocks = _row_blocks(w, len(used), ctx.broadcast, ctx.compile)
+        used, extra, blocks = _plan(w, ctx.bits, active, ctx.broadcast, ctx.compile)
         parts = [backward_block(grad[rows], w[rows], s[:, rows], g, used, *extra) for rows in blocks]
         if len(parts) == 1:
             grad_w, grad_s, grad_g = parts[0]
