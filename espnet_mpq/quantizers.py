@@ -112,6 +112,9 @@ class QuantizerConfig:
     modules: list[str] = field(default_factory=lambda: ["transformer"])
     scale_init: str = "mse"  # initial scales: 'mse' (MSE-optimal clip) or 'max' (max-abs)
     compile: bool = False  # fuse the quantization math with torch.compile (faster steps, one-off compile)
+    # Quantize every layer of a training step in one call per candidate set (fewer, larger operators,
+    # for hosts that dispatch to a GPU): true, false, or null = on accelerators (layer by layer on the CPU).
+    grouped: bool | None = None
 
     def __post_init__(self):
         _check_types(self)
@@ -127,6 +130,9 @@ class QuantizerConfig:
                   "(quantizer: none is the 32-bit model)")
         if self.scale_init not in ("mse", "max"):
             _fail("scale_init", self.scale_init, "use 'mse' or 'max'")
+        if self.grouped and self.compile:
+            _fail("grouped", self.grouped, "compile: true quantizes each layer on its own; set grouped: false or "
+                  "null (the default), or compile: false")
 
     def layer_candidates(self) -> tuple[int, ...] | None:
         """Candidate bit-widths every selected layer gets (None: nothing is quantized)."""
@@ -388,4 +394,4 @@ def apply_quantizer(
     else:
         plan = {n: list(candidates) for n in names}
     return prepare(module, layer_bits=plan, scale_init=config.scale_init, compile=config.compile,
-                   split_logits=getattr(config, "split_logits", False))
+                   split_logits=getattr(config, "split_logits", False), grouped=config.grouped)

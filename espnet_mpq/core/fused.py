@@ -152,12 +152,14 @@ def _backward_broadcast(grad, w, s, g, bits, q_lo, q_hi):
 _QMAX_BOUNDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _qmax_bounds(bits: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(-q_i, q_i) as (n, 1, 1) tensors on ``like``'s device, built once per device and candidate
-    set (built in every step, they would be copied from host memory to the device each time)."""
-    key = (bits, like.device, like.dtype)
+def _qmax_bounds(bits: tuple[int, ...], like: torch.Tensor, dims: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-q_i, q_i) as (n, 1, ...) tensors of ``dims`` dimensions on ``like``'s device, built once per
+    device and candidate set (built in every step, they would be copied from host memory to the
+    device each time)."""
+    key = (bits, like.device, like.dtype, dims)
     if key not in _QMAX_BOUNDS:
-        q = torch.tensor([float(qmax(b)) for b in bits], dtype=like.dtype).to(like.device)[:, None, None]
+        q = torch.tensor([float(qmax(b)) for b in bits], dtype=like.dtype).to(like.device)
+        q = q.view(-1, *[1] * (dims - 1))
         _QMAX_BOUNDS[key] = (-q, q)
     return _QMAX_BOUNDS[key]
 

@@ -116,6 +116,9 @@ class MixedPrecisionWeight(nn.Module):
         self._fixed: int | None = None
         self._tau = 1.0
         self._scales_ready = False
+        # W_eff of this training forward, computed with other layers' in one grouped call
+        # (espnet_mpq.core.transform.prepare(grouped=...)); None computes it here.
+        self._step_weight: torch.Tensor | None = None
         self._set_trainable()
         if n == 1:
             self.fix(0)
@@ -216,8 +219,10 @@ class MixedPrecisionWeight(nn.Module):
             return F.gumbel_softmax(self.arch_logits + self.size_logits.detach(), tau=self._tau, hard=False)
         return F.one_hot(torch.tensor(self.chosen_index), len(self.candidate_bits)).to(self.scales)
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        """W (C_out, ...) -> W_eff (C_out, ...), computed in float32."""
+    def step_inputs(self, weight: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor, bool]:
+        """(bits, scales (n', C_out), sampling) of this forward: every candidate, and g to be drawn
+        (``mixture_weights``), while searching in training; the chosen candidate and g = [1] when
+        fixed or evaluating. Initialises the scales from W if they are not set yet."""
         if not self._scales_ready:
             if bool(self.scales_initialized):  # set by a load or by another owner of the buffer
                 self._scales_ready = True
@@ -225,15 +230,25 @@ class MixedPrecisionWeight(nn.Module):
                 self.initialize_scales(weight)
         if self.is_fixed or not self.training:
             k = self.chosen_index
-            scales, g, bits = self.scales[k:k + 1], self.scales.new_ones(1), self.candidate_bits[k:k + 1]
-        else:
-            scales, g, bits = self.scales, self.mixture_weights(), self.candidate_bits
+            return self.candidate_bits[k:k + 1], self.scales[k:k + 1], False
+        return self.candidate_bits, self.scales, True
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """W (C_out, ...) -> W_eff (C_out, ...), computed in float32 (or the one given by a grouped call)."""
+        if self._step_weight is not None:
+            return self._step_weight
+        bits, scales, sampling = self.step_inputs(weight)
+        g = self.mixture_weights() if sampling else scales.new_ones(1)
         mix = compiled_fused_mix_fake_quantize if self.compile else fused_mix_fake_quantize
-        device = weight.device.type
-        no_autocast = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) \
-            else contextlib.nullcontext()  # e.g. meta: no autocast to turn off
-        with no_autocast:
+        with float32_math(weight.device.type):
             return mix(weight.float(), scales, g, bits)
+
+
+def float32_math(device: str):
+    """A context that turns autocast off on ``device`` (none where autocast does not exist, e.g. meta)."""
+    if torch.amp.is_autocast_available(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={self._tau:.3g}"

@@ -26,10 +26,12 @@ import re
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits
+from espnet_mpq.core.grouped import grouped_mix_fake_quantize
+from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits, float32_math
 
 QUANTIZABLE_TYPES = (nn.Linear, nn.Conv1d)
 LATENT_SUFFIX = ".parametrizations.weight.original"
@@ -51,6 +53,7 @@ __all__ = [
     "strip",
     "supernet_of",
     "fold_weight_norm",
+    "GroupedStep",
 ]
 
 
@@ -78,6 +81,7 @@ def prepare(
     scale_init: str = "mse",
     compile: bool = False,
     split_logits: bool = False,
+    grouped: bool | None = None,
 ) -> list[str]:
     """Make the selected layers of ``model`` quantized supernets, in place. Returns their names.
 
@@ -88,9 +92,15 @@ def prepare(
     A weight-normalised layer (wav2vec2's positional conv) has its weight norm
     folded into a plain weight first. ``compile`` fuses the quantization math and
     ``split_logits`` gives the task and the size their own logits (see ``MixedPrecisionWeight``).
+    ``grouped`` computes every layer's W_eff of a training forward of ``model`` in one call per
+    candidate set (``GroupedStep``): True always, False never (each layer on its own), None
+    (default) where the weights are on an accelerator. It excludes ``compile``.
     """
     if (candidate_bits is None) == (layer_bits is None):
         raise ValueError("give exactly one of candidate_bits or layer_bits")
+    if compile and grouped:
+        raise ValueError("grouped=True and compile=True exclude each other: compile fuses each layer's "
+                         "quantizer on its own; choose one")
     if candidate_bits is not None:
         check_candidate_bits(candidate_bits)
     modules = dict(model.named_modules())
@@ -118,7 +128,72 @@ def prepare(
     if plan and not getattr(model, "_mpq_float_state_hook", False):
         model._register_load_state_dict_pre_hook(_map_float_weights, with_module=True)
         model._mpq_float_state_hook = True
+    if plan and not compile and grouped is not False:
+        step = GroupedStep(list(plan), always=bool(grouped))
+        model.register_forward_pre_hook(step.before)
+        model.register_forward_hook(step.after, always_call=True)
     return list(plan)
+
+
+class GroupedStep:
+    """Forward hooks of a prepared model: W_eff of its quantized layers in one call per candidate set.
+
+    Before a training forward of the model, every layer prepared with it reports its
+    candidates, scales and whether g is drawn (``MixedPrecisionWeight.step_inputs``). The
+    layers are grouped by candidate set (and temperature); per group, g is drawn for all
+    searching layers at once, g_l = GumbelSoftmax(lambda_l, tau) row by row of one (L, n)
+    draw, and ``grouped_mix_fake_quantize`` computes all their W_eff. Each layer's
+    parametrization returns its W_eff during that forward; the hook after the forward (run
+    even when it raises) drops them. Evaluation forwards, forwards of a sub-module and calls
+    outside the model's forward compute W_eff layer by layer, as without the hook.
+
+    Layers are found by name in the module the hook is called on (a replica of the model, or a
+    deep copy, finds its own), and a layer no longer quantized (``strip``) is skipped. A
+    layer that the forward does not use gets zero gradients instead of none. Activation
+    checkpointing inside the model would recompute its layers one by one, with other Gumbel
+    draws than the grouped call's: use ``grouped=False`` with it.
+    """
+
+    def __init__(self, layers: list[str], always: bool):
+        self.layers = layers
+        self.always = always  # False: only where the weights are on an accelerator
+
+    def _supernets(self, model: nn.Module) -> list[tuple[MixedPrecisionWeight, torch.Tensor]]:
+        found = []
+        for name in self.layers:
+            module = model.get_submodule(name)
+            supernet = supernet_of(module)
+            if supernet is not None:
+                found.append((supernet, module.parametrizations.weight.original))
+        return found
+
+    def before(self, model: nn.Module, args) -> None:
+        if not model.training:
+            return
+        layers = self._supernets(model)
+        if not layers or not (self.always or layers[0][1].device.type != "cpu"):
+            return
+        groups: dict[tuple, list] = {}
+        for supernet, weight in layers:
+            bits, scales, sampling = supernet.step_inputs(weight)
+            groups.setdefault((bits, supernet._tau if sampling else None), []).append((supernet, weight, scales))
+        with float32_math(layers[0][1].device.type):
+            for (bits, tau), members in groups.items():
+                supernets, weights, scales = zip(*members)
+                if tau is None:
+                    mixture = scales[0].new_ones(len(members), 1)
+                else:
+                    logits = torch.stack([s.arch_logits for s in supernets]) \
+                        + torch.stack([s.size_logits for s in supernets]).detach()
+                    mixture = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+                outputs = grouped_mix_fake_quantize([w if w.dtype == torch.float32 else w.float() for w in weights],
+                                                    scales, mixture, bits)
+                for supernet, out in zip(supernets, outputs):
+                    supernet._step_weight = out
+
+    def after(self, model: nn.Module, args, output) -> None:
+        for supernet, _ in self._supernets(model):
+            supernet._step_weight = None
 
 
 def _map_float_weights(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
