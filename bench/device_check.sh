@@ -3,20 +3,20 @@
 # quantizer on a CUDA GPU, and ESPnet training of the recipe's model with AMP for every
 # quantizer, all written to one results file. Planned to finish in under 8 minutes on
 # one H100: each command runs only if its minimum time is left, and is cut at its share of the
-# budget (stage 1 a fifth, stage 2 two fifths, stage 3 and 4 the rest; the shares are sized
-# from the H200 run of 2026-11-27, where stage 1 took 67 s, stage 2 110 s in fp32, stage 3
-# 175 s); what was skipped or cut is logged.
+# budget (stage 1 a sixth, stage 2 a half, stage 3 and 4 the rest; the shares are sized
+# from the H200 run of 2026-11-27, where stage 1 took 67 s with the compiled and unfused
+# modes, stage 2 110 s in fp32 for two modes, stage 3 175 s); what was skipped or cut is logged.
 #
 #   bench/device_check.sh                                  # CUDA machine -> bench/results/device_check.txt
 #   bench/device_check.sh --cpu                            # the same steps on the CPU, small sizes
 #   bench/device_check.sh --out /tmp/x.txt --budget 600    # another results file / time budget (s)
 #
 # Stages:
-#   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py): fp32 (quantizer eager,
-#     compiled and the unfused one), then bf16 autocast (eager)
+#   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py), eager, every strategy
+#     (grouped, the GPU's default; loop; broadcast): fp32, then bf16 autocast
 #   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
-#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager, fp32;
-#     then the 4 x 4 s batch under bf16 autocast (eager)
+#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager, fp32,
+#     grouped and layer by layer; then the 4 x 4 s batch under bf16 autocast (grouped)
 #   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
 #     the 32-bit model, then one compression run (stage 10) per quantizer: joint, two_stage
 #     (the searching ones first), uniform, ptq, none, with --ngpu 1 and use_amp=true
@@ -81,13 +81,14 @@ $python -c 'import torch, platform; print("torch", torch.__version__, "| cuda", 
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out" 2>&1
 
 log "Stage 1: step cost, 4 x wav2vec2-base layers"
-run "step, fp32" 60 $((budget * 15 / 100)) $python bench/step_overhead.py "${step_args[@]}" --amp none
+run "step, fp32" 30 $((budget * 12 / 100)) $python bench/step_overhead.py "${step_args[@]}" --amp none \
+  --no_compile --no_unfused
 run "step, bf16 autocast" 20 $((budget * 5 / 100)) $python bench/step_overhead.py "${step_args[@]}" --amp bf16 \
   --no_compile --no_unfused
 
 log "Stage 2: step cost and peak memory at the published sizes"
-run "real shapes, fp32" 60 $((budget * 27 / 100)) $python bench/real_shapes.py "${shape_args[@]}"
-run "real shapes, bf16" 20 $((budget * 13 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16
+run "real shapes, fp32" 60 $((budget * 38 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --other_strategy
+run "real shapes, bf16" 20 $((budget * 10 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16
 
 log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer"
 work=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")

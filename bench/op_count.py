@@ -5,13 +5,15 @@ Usage:
 
 Runs one training step (forward + backward, after a warm-up step) of the same
 wav2vec2-base transformer layer(s) as bench/step_overhead.py, in each of its eager
-modes and with each strategy of the fused op (``loop`` over candidates, the CPU's
-default; ``broadcast``, all candidates at once, the default on accelerators), under
+modes and with each strategy of the quantizer (``loop`` over candidates, the CPU's
+default; ``broadcast``, all candidates of a layer at once; ``grouped``, all layers of the
+step in one call, the default on accelerators), under
 torch.profiler on the CPU, and counts the ATen operators called from outside
 another ATen operator (``top-level``: each is one trip through the dispatcher from
 Python or autograd; on a GPU, one kernel launch or a view) and all ATen operators.
 The extra top-level operators over 32-bit, divided by the number of quantized
-weights, is what the quantizer adds per weight and step. The count does not depend
+weights, is what the quantizer adds per weight and step (for ``grouped``, a fixed number
+per step and candidate set plus a few per weight: it falls with more layers). The count does not depend
 on the device or the sizes (the dead-candidate skip, which reads g on the host, is
 off here, as it is on a GPU). Where a GPU step is bound by this host-side work
 rather than by the kernels, its time grows with these counts.
@@ -29,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 import espnet_mpq.core.supernet as supernet_module
 from espnet_mpq.core.fused import fused_mix_fake_quantize
 from espnet_mpq.core.transform import quantized_layers
-from step_overhead import BITS, Stack, build_stack
+from step_overhead import BITS, STRATEGIES, build_stack
 
 FRAMES, BATCH = 50, 1
 
@@ -51,15 +53,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     counts = {}
-    for broadcast in (False, True):
+    for strategy, (broadcast, grouped) in STRATEGIES.items():
         # Every candidate computed, as on a GPU; the strategy forced.
         supernet_module.fused_mix_fake_quantize = functools.partial(fused_mix_fake_quantize, dead_threshold=0.0,
                                                                     broadcast=broadcast)
         for mode, bits in BITS.items():
-            if bits is None and broadcast:
+            if bits is None and strategy != "loop":
                 continue
-            name = mode if bits is None else f"{mode}/{'broadcast' if broadcast else 'loop'}"
-            model = Stack(build_stack(args.layers, bits, compile=False, seed=0)).train()
+            name = mode if bits is None else f"{mode}/{strategy}"
+            model = build_stack(args.layers, bits, compile=False, seed=0, grouped=grouped).train()
             top, total = count_step(model)
             counts[name] = {"quantized_weights": len(list(quantized_layers(model))), "top_level_ops": top,
                             "all_ops": total}

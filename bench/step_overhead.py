@@ -11,8 +11,11 @@ and over 5 candidates [1, 2, 3, 4, 8], all with the default quantizer (the fused
 op of espnet_mpq.core.fused, eager); ``supernet3@tau0.1``, the default at the end
 of the search (Gumbel-Softmax temperature 0.1, where dead candidates are skipped);
 ``*/unfused``, the previous per-candidate autograd graph (primitives.mix_fake_quantize,
-swapped in for that mode only); ``*/broadcast`` (on the CPU) or ``*/loop`` (elsewhere), the
-fused op's other strategy than the device's default (espnet_mpq.core.fused); and ``*+compile``, the fused op's kernels through
+swapped in for that mode only); the strategies other than the device's default
+(default: ``loop`` on the CPU, ``grouped`` elsewhere): ``*/loop`` and ``*/broadcast``, the
+per-layer fused op over candidates in a loop or in one broadcast (espnet_mpq.core.fused),
+and ``*/grouped``, every layer of the step in one call (espnet_mpq.core.grouped); and
+``*+compile``, the fused op's kernels through
 torch.compile (``compile: true``; the one-off compile happens in the warm-up step
 and is not timed). Modes are measured round-robin so that drift in machine load
 affects all alike; the figure per mode is the median. Also prints the fraction of
@@ -46,31 +49,42 @@ BITS = {"fp32": None, "uniform4": [4], "supernet3": [2, 4, 8], "supernet5": [1, 
 LATE_TAU = 0.1  # the end of the recipe's temperature anneal
 
 
-def build_stack(num_layers: int, candidate_bits: list[int] | None, compile: bool, seed: int) -> nn.Module:
-    from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
+# Strategies of the quantizer: name -> (fused op's broadcast, prepare's grouped); see the docstring.
+STRATEGIES = {"loop": (False, False), "broadcast": (True, False), "grouped": (None, True)}
 
-    torch.manual_seed(seed)
-    stack = nn.Sequential(
-        *[
-            TransformerSentenceEncoderLayer(embedding_dim=768, ffn_embedding_dim=3072, num_attention_heads=12,
-                                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-            for _ in range(num_layers)
-        ]
-    )
-    if candidate_bits is not None:
-        prepare(stack, candidate_bits=candidate_bits, compile=compile)
-    return stack
+
+def default_strategy(device: torch.device) -> str:
+    return "loop" if device.type == "cpu" else "grouped"
 
 
 class Stack(nn.Module):
-    def __init__(self, layers: nn.Sequential):
-        super().__init__()
-        self.layers = layers
+    """wav2vec2-base transformer layers in a row: x (T, B, C) -> (T, B, C)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T, B, C)
+    def __init__(self, num_layers: int):
+        from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
+
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerSentenceEncoderLayer(embedding_dim=768, ffn_embedding_dim=3072, num_attention_heads=12,
+                                            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+            for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x, _ = layer(x)
         return x
+
+
+def build_stack(num_layers: int, candidate_bits: list[int] | None, compile: bool, seed: int,
+                grouped: bool | None = None) -> Stack:
+    """The stack, its Linear layers quantized over ``candidate_bits`` (None: 32-bit). The grouped
+    step hooks the stack's own forward, so it runs only when the stack is called."""
+    torch.manual_seed(seed)
+    stack = Stack(num_layers)
+    if candidate_bits is not None:
+        prepare(stack, candidate_bits=candidate_bits, compile=compile, grouped=grouped)
+    return stack
 
 
 def skipped_fraction(num_candidates: int, steps: int = 2000, seed: int = 0) -> float:
@@ -99,22 +113,24 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet)
-    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize) for m, bits in BITS.items()}
-    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize)
+    # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet, grouped)
+    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize, None) for m, bits in BITS.items()}
+    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize, None)
     if not args.no_unfused:
-        modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize) for m in ("supernet3", "supernet5")})
-    if not args.no_other_strategy:  # the strategy the device does not use by default
-        broadcast = device.type == "cpu"
-        other = functools.partial(fused_mix_fake_quantize, broadcast=broadcast)
-        modes.update({f"{m}/{'broadcast' if broadcast else 'loop'}": (BITS[m], False, 1.0, other)
+        modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize, False)
                       for m in ("supernet3", "supernet5")})
+    if not args.no_other_strategy:
+        for strategy, (broadcast, grouped) in STRATEGIES.items():
+            if strategy != default_strategy(device):
+                mix = functools.partial(fused_mix_fake_quantize, broadcast=broadcast)
+                modes.update({f"{m}/{strategy}": (BITS[m], False, 1.0, mix, grouped)
+                              for m in ("supernet3", "supernet5")})
     if not args.no_compile:
-        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize)
+        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize, None)
                       for m, bits in BITS.items() if bits is not None})
     models = {}
-    for m, (bits, comp, tau, _) in modes.items():
-        models[m] = Stack(build_stack(args.layers, bits, comp, args.seed)).to(device).train()
+    for m, (bits, comp, tau, _, grouped) in modes.items():
+        models[m] = build_stack(args.layers, bits, comp, args.seed, grouped).to(device).train()
         for module in models[m].modules():
             if isinstance(module, supernet_module.MixedPrecisionWeight):
                 module.set_temperature(tau)
