@@ -191,6 +191,13 @@ def test_expected_size_equals_the_accounting_once_bits_are_fixed():
     assert expected_size_mb(model).item() == pytest.approx(storage_report(model).size_mb, rel=1e-6)
 
 
+def test_expected_size_stays_on_the_logits_device():
+    """On a GPU a copy to the host per layer would wait for the device (meta stands for it)."""
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10))
+    prepare(model, candidate_bits=[2, 8])
+    assert expected_size_mb(model.to("meta")).device.type == "meta"
+
+
 def test_expected_size_is_differentiable_and_falls_as_logits_favour_fewer_bits():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10))

@@ -95,22 +95,31 @@ class StorageReport:
         }
 
 
+def _quantized(module: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module]]:
+    """(layer name, latent weight, supernet) of every quantized layer of ``module``."""
+    modules = dict(module.named_modules())
+    return [(name, modules[name].parametrizations.weight.original, supernet)
+            for name, supernet in quantized_layers(module)]
+
+
+def _float_parameters(module: nn.Module, quantized: list) -> tuple[list[str], int]:
+    """Names and element count of the parameters stored as floats: all but the quantized layers'
+    latent weights and their supernets' own parameters (scales, logits)."""
+    owned = {id(latent) for _, latent, _ in quantized}
+    owned.update(id(p) for _, _, supernet in quantized for p in supernet.parameters())
+    names, count = [], 0
+    for name, p in module.named_parameters():
+        if id(p) not in owned:
+            names.append(name)
+            count += p.numel()
+    return names, count
+
+
 def storage_report(module: nn.Module) -> StorageReport:
     """Account the storage of ``module`` (a whole model or a sub-module such as the SSL upstream)."""
-    layers = []
-    quant_owned = set()
-    modules = dict(module.named_modules())
-    for name, supernet in quantized_layers(module):
-        latent = modules[name].parametrizations.weight.original
-        layers.append(LayerStorage(name, tuple(latent.shape), supernet.chosen_bits))
-        quant_owned.add(id(latent))
-        quant_owned.update(id(p) for p in supernet.parameters())
-    float_names, float_params = [], 0
-    for pname, p in module.named_parameters():
-        if id(p) in quant_owned:
-            continue
-        float_names.append(pname)
-        float_params += p.numel()
+    quantized = _quantized(module)
+    layers = [LayerStorage(name, tuple(latent.shape), supernet.chosen_bits) for name, latent, supernet in quantized]
+    float_names, float_params = _float_parameters(module, quantized)
     return StorageReport(tuple(layers), float_params, tuple(float_names))
 
 
@@ -120,11 +129,14 @@ def expected_size_mb(module: nn.Module) -> torch.Tensor:
 
         (sum_l (n_l E_bits^l + C_l SCALE_BITS) + FLOAT_BITS * float parameters) / 8 / 1e6
 
-    Equals ``storage_report(module).size_mb`` once every layer's bit-width is fixed.
+    Equals ``storage_report(module).size_mb`` once every layer's bit-width is fixed. Computed
+    on the logits' device (no copy to the host, which would wait for the device once per layer).
     """
-    modules = dict(module.named_modules())
-    bits = torch.zeros(())
-    for name, supernet in quantized_layers(module):
-        latent = modules[name].parametrizations.weight.original
-        bits = bits + latent.numel() * supernet.expected_bits().cpu() + latent.shape[0] * SCALE_BITS
-    return (bits + FLOAT_BITS * storage_report(module).float_params) / 8 / 1e6
+    quantized = _quantized(module)
+    bits = None
+    for _, latent, supernet in quantized:
+        layer = latent.numel() * supernet.expected_bits() + latent.shape[0] * SCALE_BITS
+        bits = layer if bits is None else bits + layer
+    if bits is None:
+        bits = torch.zeros(())
+    return (bits + FLOAT_BITS * _float_parameters(module, quantized)[1]) / 8 / 1e6
