@@ -115,13 +115,13 @@ class _GroupedMixFakeQuantize(torch.autograd.Function):
         q_lo, q_hi = _qmax_bounds(bits, scales, dims=2)
         weighted = scales * mixture.t().index_select(1, layout.channel_layer)  # (n, C): g_i s_ic
         w = _flat(weights)
-        parts = []
+        out = torch.empty_like(w)
         for a, b, channel in _blocks(layout, len(bits)):
             x = torch.div(w[a:b], scales.index_select(1, channel)).clamp_(q_lo, q_hi)  # (n, E_b)
-            parts.append(_levels_all_(x, bits).mul_(weighted.index_select(1, channel)).sum(0))
+            torch.sum(_levels_all_(x, bits).mul_(weighted.index_select(1, channel)), 0, out=out[a:b])
         ctx.save_for_backward(scales, mixture, *weights)
         ctx.bits = bits
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -131,7 +131,7 @@ class _GroupedMixFakeQuantize(torch.autograd.Function):
         g = mixture.t().index_select(1, layout.channel_layer)  # (n, C): g_i of each channel's layer
         w = _flat(weights)
         levels_dot, clip_dot = torch.zeros_like(scales), torch.zeros_like(scales)  # (n, C)
-        parts = []
+        grad_w = torch.empty_like(w)
         for a, b, channel in _blocks(layout, len(bits)):
             grad = grad_out[a:b]
             x = torch.div(w[a:b], scales.index_select(1, channel))  # (n, E_b): x_i = W / s_i
@@ -139,8 +139,7 @@ class _GroupedMixFakeQuantize(torch.autograd.Function):
             inside = torch.eq(x, levels)  # m_i: |x_i| <= q_i
             levels_dot.index_add_(1, channel, _levels_all_(levels, bits).mul_(grad))  # sum_j dOut L_i
             clip_dot.index_add_(1, channel, x.mul_(inside).mul_(grad))  # sum_j dOut m_i x_i
-            parts.append(torch.mul(inside, g.index_select(1, channel), out=x).sum(0).mul_(grad))
-        grad_w = parts[0] if len(parts) == 1 else torch.cat(parts)
+            torch.sum(torch.mul(inside, g.index_select(1, channel), out=x), 0, out=grad_w[a:b]).mul_(grad)
         grad_s = g.mul_(levels_dot - clip_dot).mul_(_lsq_factors(layout, bits))
         grad_g = mixture.new_zeros(len(bits), len(weights)).index_add_(1, layout.channel_layer, levels_dot.mul_(scales))
         grad_weights = [part.view_as(wl) for part, wl in zip(grad_w.split(layout.sizes), weights)]
