@@ -274,6 +274,27 @@ def test_benchmark_summary_takes_the_best_lossless_ratio_and_the_time_ratio(benc
     assert (tmp_path / "results" / "wer_vs_ratio.png").stat().st_size > 0
 
 
+def test_a_contended_timing_is_marked_and_left_out_of_the_time_ratio(benchmark, tmp_path):
+    exp = tmp_path / "work" / "exp"
+    fake_system(exp, "fp32", "none", 1.0, (20.0, 30.0), (None, None))
+    for target, joint_s, two_stage_s in ((2.0, 120, 330), (3.0, 100, 900)):
+        fake_system(exp, f"joint_{target}bit", "joint", 15.0, (20.2, 30.2), (True, True), joint_s, target=target,
+                    avg_bits=target)
+        fake_system(exp, f"two_stage_{target}bit", "two_stage", 12.0, (20.3, 30.3), (True, True), two_stage_s,
+                    target=target, avg_bits=target)
+    (exp / "asr_mpq_two_stage_3.0bit" / "TIMING_CONTENDED").write_text("ran beside the test suite\n")
+    result = collect(benchmark, tmp_path, ["joint_2.0bit", "two_stage_2.0bit", "joint_3.0bit", "two_stage_3.0bit"])
+    rows = {r["name"]: r for r in result["systems"]}
+    assert rows["two_stage_3.0bit"]["timing_contended"] == "ran beside the test suite"
+    assert rows["two_stage_2.0bit"]["timing_contended"] is None
+    assert result["compression_time_ratio_two_stage_over_joint"] == pytest.approx(330 / 120)  # not (330+900)/220
+    assert result["compression_time_pairs"] == [["joint_2.0bit", "two_stage_2.0bit"]]
+    assert result["compression_time_excluded"] == [
+        {"pair": ["joint_3.0bit", "two_stage_3.0bit"], "reason": "two_stage_3.0bit: ran beside the test suite"}]
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| 900 (contended) |" in md and "left out, contended: joint_3.0bit / two_stage_3.0bit" in md
+
+
 def test_benchmark_json_keeps_every_key_of_the_first_benchmark(benchmark, tmp_path):
     first = json.loads((RECIPE / "results" / "benchmark.json").read_text())
     exp = tmp_path / "work" / "exp"

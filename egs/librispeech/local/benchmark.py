@@ -20,13 +20,17 @@ rewrites, atomically:
             avg_bits (deployed), on_target (avg_bits in [target - 0.05, target]; null without
             a target), compression_ratio, compression_ratio_upstream, packed_mb,
             wer / p_value / lossless_per_condition ({"test_clean": x, "test_other": y}),
-            lossless (on BOTH conditions), compression_seconds, device
+            lossless (on BOTH conditions), compression_seconds, device, timing_contended
+            (the text of <system dir>/TIMING_CONTENDED, null without the file: a note,
+            written by hand, that the compression ran beside other work on the machine)
         "test_set": the Kaldi set of each condition (test_synth / test_other_synth on the
             built-in corpus, test_clean / test_other on LibriSpeech)
         "lossless_ratio": {method: highest whole-model ratio among its lossless systems}
         "lossless_ratio_joint_over_uniform", "lossless_ratio_joint_over_two_stage"
         "compression_time_ratio_two_stage_over_joint": summed over the joint / two_stage
-            pairs of equal target and seed
+            pairs of equal target and seed, leaving out pairs with a contended timing
+        "compression_time_pairs": the pairs summed; "compression_time_excluded": the pairs left
+            out, with the contended system's note
         "off_target": systems whose deployed bits miss their target's window
         "comparisons": [{"kind", "a", "b", "p_value", "significant", "wer_a", "wer_b"}]
         "seed_spread": [{"systems", "seeds", "avg_bits", "wer", "difference", "lossless"}]
@@ -88,6 +92,7 @@ ESPNET_DEFAULT_SEED = 0  # espnet2's --seed default, for a config that sets none
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")  # joint_2.5bit_seed2: a repeat of joint_2.5bit
 BITS_PNG = "bits_per_layer_lowest_lossless_joint.png"
 CLOCK = "benchmark_clock.json"
+CONTENDED = "TIMING_CONTENDED"  # in a system's directory: its compression time is not comparable
 CLOCK_TICK_S = 5.0
 FP32_PIECE = "fp32 (stages 1-9)"
 LOG2_TICKS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 8)  # bits axis: the targets and the uniform bit-widths
@@ -170,7 +175,16 @@ def system_result(name: str, sys_dir: Path, sets: dict[str, str]) -> dict | None
         "lossless": all(per_condition.values()),
         "compression_seconds": timing["seconds"],
         "device": timing["device"],
+        "timing_contended": contended_note(sys_dir),
     }
+
+
+def contended_note(sys_dir: Path) -> str | None:
+    """The note of <sys_dir>/TIMING_CONTENDED (its first line), or None without the file."""
+    path = sys_dir / CONTENDED
+    if not path.is_file():
+        return None
+    return (path.read_text(encoding="utf-8").strip().splitlines() or ["(no reason given)"])[0]
 
 
 def comparison_pairs(rows: list[dict]) -> list[tuple[str, str, str]]:
@@ -248,7 +262,11 @@ def summarise(rows: list[dict]) -> dict:
         ratios = [r["compression_ratio"] for r in counted if r["method"] == method and r["lossless"]]
         lossless[method] = max(ratios) if ratios else None
     seconds = {r["name"]: r["compression_seconds"] for r in rows}
-    pairs = [(a, b) for kind, a, b in comparison_pairs(rows) if kind == "joint_vs_two_stage"]
+    contended = {r["name"]: r.get("timing_contended") for r in rows}
+    all_pairs = [(a, b) for kind, a, b in comparison_pairs(rows) if kind == "joint_vs_two_stage"]
+    pairs = [(a, b) for a, b in all_pairs if not (contended[a] or contended[b])]
+    excluded = [{"pair": [a, b], "reason": "; ".join(f"{n}: {contended[n]}" for n in (a, b) if contended[n])}
+                for a, b in all_pairs if (a, b) not in pairs]
     time_ratio = ratio(sum(seconds[b] for _, b in pairs), sum(seconds[a] for a, _ in pairs)) if pairs else None
     joints = [r for r in counted if r["method"] == "joint" and r["lossless"]]
     lowest = min(joints, key=lambda r: r["avg_bits"]) if joints else None
@@ -257,6 +275,8 @@ def summarise(rows: list[dict]) -> dict:
         "lossless_ratio_joint_over_uniform": ratio(lossless["joint"], lossless["uniform"]),
         "lossless_ratio_joint_over_two_stage": ratio(lossless["joint"], lossless["two_stage"]),
         "compression_time_ratio_two_stage_over_joint": time_ratio,
+        "compression_time_pairs": [list(p) for p in pairs],
+        "compression_time_excluded": excluded,
         "off_target": [{k: r[k] for k in ("name", "target_bits", "avg_bits")} for r in rows if r["on_target"] is False],
         "lowest_lossless_joint": None if lowest is None else {"name": lowest["name"], "avg_bits": lowest["avg_bits"]},
     }
@@ -387,7 +407,8 @@ def results_markdown(result: dict, command: str, figures: str) -> str:
         lines.append(f"| {r['name']} | {r['method']} | {r['seed']} | {fmt(r['target_bits'])} | {r['avg_bits']:.3f} | "
                      f"{flag} | {r['compression_ratio']:.2f} | {r['compression_ratio_upstream']:.2f} | "
                      f"{r['packed_mb']:.3f} | {cells} | {'yes' if r['lossless'] else 'no'} | "
-                     f"{r['compression_seconds']:.0f} | {r['device']} |")
+                     f"{r['compression_seconds']:.0f}{' (contended)' if r.get('timing_contended') else ''} | "
+                     f"{r['device']} |")
     lr = result["lossless_ratio"]
     lines += [
         "",
@@ -401,7 +422,10 @@ def results_markdown(result: dict, command: str, figures: str) -> str:
         f"- joint / two_stage: {fmt(result['lossless_ratio_joint_over_two_stage'])} (paper: up to 1.9; "
         "target > 1)",
         f"- compression time two_stage / joint: {fmt(result['compression_time_ratio_two_stage_over_joint'])} "
-        "(pairs of equal target and seed; paper: 1.5-1.9; target >= 1.5)",
+        f"(pairs of equal target and seed: {', '.join(b for _, b in result['compression_time_pairs']) or 'none'}; "
+        "paper: 1.5-1.9; target >= 1.5)"
+        + "".join(f"; left out, contended: {' / '.join(e['pair'])} ({e['reason']})"
+                  for e in result["compression_time_excluded"]),
         "- off target (not counted in the lossless ratios): "
         + (", ".join(f"{o['name']} ({o['avg_bits']:.3f} bits for target {o['target_bits']})"
                      for o in result["off_target"]) or "none"),
