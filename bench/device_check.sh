@@ -13,10 +13,10 @@
 #
 # Stages:
 #   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py), eager, every strategy
-#     (grouped, the GPU's default; loop; broadcast): fp32, then bf16 autocast
+#     (broadcast, the GPU's default; loop; grouped): fp32, then bf16 autocast
 #   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
 #     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager, fp32,
-#     grouped and layer by layer; then the 4 x 4 s batch under bf16 autocast (grouped)
+#     layer by layer (the default) and grouped; then the 4 x 4 s batch under bf16 autocast
 #   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
 #     the 32-bit model, then one compression run (stage 10) per quantizer: joint, two_stage
 #     (the searching ones first), uniform, ptq, none, with --ngpu 1 and use_amp=true
@@ -87,7 +87,7 @@ run "step, bf16 autocast" 20 $((budget * 5 / 100)) $python bench/step_overhead.p
   --no_compile --no_unfused
 
 log "Stage 2: step cost and peak memory at the published sizes"
-run "real shapes, fp32" 60 $((budget * 38 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --other_strategy
+run "real shapes, fp32" 60 $((budget * 38 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --grouped
 run "real shapes, bf16" 20 $((budget * 10 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16
 
 log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer"

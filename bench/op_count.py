@@ -6,8 +6,8 @@ Usage:
 Runs one training step (forward + backward, after a warm-up step) of the same
 wav2vec2-base transformer layer(s) as bench/step_overhead.py, in each of its eager
 modes and with each strategy of the quantizer (``loop`` over candidates, the CPU's
-default; ``broadcast``, all candidates of a layer at once; ``grouped``, all layers of the
-step in one call, the default on accelerators), under
+default; ``broadcast``, all candidates of a layer at once, the default on accelerators;
+``grouped``, the layers of the step in a few grouped calls, ``grouped: true``), under
 torch.profiler on the CPU, and counts the ATen operators called from outside
 another ATen operator (``top-level``: each is one trip through the dispatcher from
 Python or autograd; on a GPU, one kernel launch or a view) and all ATen operators.

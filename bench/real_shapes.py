@@ -7,9 +7,8 @@ Usage:
 
 For each model (random weights, the published layer sizes, built by s3prl's model
 classes): quantizes every conv-extractor, positional-conv and transformer Linear
-layer as a supernet over [2, 4, 8] (the default quantizer, eager: every layer of a step in
-one grouped call on a GPU, the fused op layer by layer on the CPU; ``--other_strategy``
-adds the other of the two, ``--compile`` the compiled per-layer op), fixes each layer's bit-width (argmax of random
+layer as a supernet over [2, 4, 8] (the default quantizer: the fused op, eager, layer by
+layer; ``--grouped`` adds ``grouped: true``, ``--compile`` the compiled per-layer op), fixes each layer's bit-width (argmax of random
 logits: a mixed-precision assignment), exports the packed file, and prints
 parameters, quantized parameters, average bits, compression ratio from the
 accounting, packed file size and packed/accounted size. The pretraining heads
@@ -55,10 +54,8 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-# Quantized modes -> prepare's (compile, grouped): the default (grouped on accelerators, layer by
-# layer on the CPU), either strategy forced, and the compiled per-layer quantizer.
-QUANTIZED_MODES = {"supernet": (False, None), "supernet/grouped": (False, True), "supernet/layers": (False, False),
-                   "compile": (True, False)}
+# Quantized modes -> prepare's (compile, grouped): the default (layer by layer), grouped, compiled.
+QUANTIZED_MODES = {"supernet": (False, False), "supernet/grouped": (False, True), "compile": (True, False)}
 
 
 def build(name: str, mode: str) -> torch.nn.Module:
@@ -134,9 +131,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the compiled fused quantizer")
     parser.add_argument("--only_compiled", action="store_true",
                         help="time 32-bit and the compiled quantizer only (not the eager one)")
-    parser.add_argument("--other_strategy", action="store_true",
-                        help="also time the eager quantizer's non-default strategy: supernet/grouped on the CPU, "
-                             "supernet/layers (each layer on its own) elsewhere")
+    parser.add_argument("--grouped", action="store_true",
+                        help="also time the grouped quantizer (grouped: true) as supernet/grouped")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                         help="autocast the model (the quantizer itself always runs in float32)")
@@ -145,7 +141,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    other = ["supernet/grouped" if args.device == "cpu" else "supernet/layers"] if args.other_strategy else []
+    other = ["supernet/grouped"] if args.grouped else []
     modes = ["fp32", "compile"] if args.only_compiled else ["fp32", "supernet", *other] + (["compile"] if args.compile else [])
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "

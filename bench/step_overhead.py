@@ -12,9 +12,10 @@ op of espnet_mpq.core.fused, eager); ``supernet3@tau0.1``, the default at the en
 of the search (Gumbel-Softmax temperature 0.1, where dead candidates are skipped);
 ``*/unfused``, the previous per-candidate autograd graph (primitives.mix_fake_quantize,
 swapped in for that mode only); the strategies other than the device's default
-(default: ``loop`` on the CPU, ``grouped`` elsewhere): ``*/loop`` and ``*/broadcast``, the
+(default: ``loop`` on the CPU, ``broadcast`` elsewhere): ``*/loop`` and ``*/broadcast``, the
 per-layer fused op over candidates in a loop or in one broadcast (espnet_mpq.core.fused),
-and ``*/grouped``, every layer of the step in one call (espnet_mpq.core.grouped); and
+and ``*/grouped``, the layers of the step in a few grouped calls (``grouped: true``,
+espnet_mpq.core.grouped); and
 ``*+compile``, the fused op's kernels through
 torch.compile (``compile: true``; the one-off compile happens in the warm-up step
 and is not timed). Modes are measured round-robin so that drift in machine load
@@ -54,7 +55,7 @@ STRATEGIES = {"loop": (False, False), "broadcast": (True, False), "grouped": (No
 
 
 def default_strategy(device: torch.device) -> str:
-    return "loop" if device.type == "cpu" else "grouped"
+    return "loop" if device.type == "cpu" else "broadcast"
 
 
 class Stack(nn.Module):
@@ -77,7 +78,7 @@ class Stack(nn.Module):
 
 
 def build_stack(num_layers: int, candidate_bits: list[int] | None, compile: bool, seed: int,
-                grouped: bool | None = None) -> Stack:
+                grouped: bool = False) -> Stack:
     """The stack, its Linear layers quantized over ``candidate_bits`` (None: 32-bit). The grouped
     step hooks the stack's own forward, so it runs only when the stack is called."""
     torch.manual_seed(seed)
@@ -114,8 +115,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet, grouped)
-    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize, None) for m, bits in BITS.items()}
-    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize, None)
+    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize, False) for m, bits in BITS.items()}
+    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize, False)
     if not args.no_unfused:
         modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize, False)
                       for m in ("supernet3", "supernet5")})
@@ -126,7 +127,7 @@ def main() -> None:
                 modes.update({f"{m}/{strategy}": (BITS[m], False, 1.0, mix, grouped)
                               for m in ("supernet3", "supernet5")})
     if not args.no_compile:
-        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize, None)
+        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize, False)
                       for m, bits in BITS.items() if bits is not None})
     models = {}
     for m, (bits, comp, tau, _, grouped) in modes.items():

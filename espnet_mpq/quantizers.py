@@ -112,9 +112,9 @@ class QuantizerConfig:
     modules: list[str] = field(default_factory=lambda: ["transformer"])
     scale_init: str = "mse"  # initial scales: 'mse' (MSE-optimal clip) or 'max' (max-abs)
     compile: bool = False  # fuse the quantization math with torch.compile (faster steps, one-off compile)
-    # Quantize every layer of a training step in one call per candidate set (fewer, larger operators,
-    # for hosts that dispatch to a GPU): true, false, or null = on accelerators (layer by layer on the CPU).
-    grouped: bool | None = None
+    # Quantize the layers of a training step in a few grouped calls instead of one call per layer
+    # (fewer, larger operators, for a host that dispatches to a GPU; more peak memory; RESULTS.md).
+    grouped: bool = False
 
     def __post_init__(self):
         _check_types(self)
@@ -131,8 +131,8 @@ class QuantizerConfig:
         if self.scale_init not in ("mse", "max"):
             _fail("scale_init", self.scale_init, "use 'mse' or 'max'")
         if self.grouped and self.compile:
-            _fail("grouped", self.grouped, "compile: true quantizes each layer on its own; set grouped: false or "
-                  "null (the default), or compile: false")
+            _fail("grouped", self.grouped, "compile: true quantizes each layer on its own; set grouped: false "
+                  "(the default) or compile: false")
 
     def layer_candidates(self) -> tuple[int, ...] | None:
         """Candidate bit-widths every selected layer gets (None: nothing is quantized)."""

@@ -146,10 +146,33 @@ def test_a_training_step_gives_the_per_layer_gradients_in_one_call_per_candidate
         torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_by_default_the_cpu_and_evaluation_go_layer_by_layer(monkeypatch):
+def test_calls_are_cut_into_runs_of_layers_within_the_block_size(monkeypatch):
+    """A call keeps at most one block of temporaries and of waiting gradients: layers of 128,
+    192 and 36 weights over 3 candidates, with room for 3 x 200 per call, take one call each
+    (the same gradients as layer by layer)."""
+    assert transform._chunks([5, 5, 5, 20, 5], 10) == [slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 5)]
+    assert transform._chunks([3], 1) == [slice(0, 1)]
+    deterministic_gumbel(monkeypatch)
+    calls = count_grouped_calls(monkeypatch)
+    x = torch.randn(5, 8)
+    grads = {}
+    for grouped_step in (False, True):
+        model = small_model()
+        prepare(model, candidate_bits=[1, 2, 4], grouped=grouped_step)
+        torch.manual_seed(1)
+        for _, s in quantized_layers(model):
+            s.arch_logits.data.normal_()
+        monkeypatch.setattr(grouped, "GROUPED_BLOCK_ELEMENTS", 3 * 200)
+        grads[grouped_step] = step_grads(model, x)
+    assert calls == [(1, 2, 4)] * 3
+    for name in grads[False]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_by_default_and_in_evaluation_layers_are_quantized_one_by_one(monkeypatch):
     calls = count_grouped_calls(monkeypatch)
     model = small_model()
-    prepare(model, candidate_bits=[2, 4, 8])  # grouped=None: only on accelerators
+    prepare(model, candidate_bits=[2, 4, 8])  # grouped=False
     model(torch.randn(2, 8))
     forced = small_model()
     prepare(forced, candidate_bits=[2, 4, 8], grouped=True)
@@ -193,6 +216,7 @@ def test_grouped_and_compile_exclude_each_other():
         prepare(small_model(), candidate_bits=[2, 4], compile=True, grouped=True)
     with pytest.raises(ValueError, match="quantizer_conf grouped=True"):
         build_config("uniform", {"bits": 4, "compile": True, "grouped": True})
+    assert build_config("uniform", {"bits": 4}).grouped is False
     with pytest.raises(ValueError, match="grouped='yes'"):
         build_config("uniform", {"bits": 4, "grouped": "yes"})
 

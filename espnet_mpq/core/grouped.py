@@ -36,9 +36,10 @@ import torch
 from espnet_mpq.core.fused import _levels_all_, _qmax_bounds
 from espnet_mpq.core.primitives import positive_scale
 
-# Elements of one (n, E_b) temporary, at most (32 M floats = 128 MB): wav2vec2-base's 85 M
-# transformer weights are 13 blocks for 5 candidates, HuBERT-large's 302 M are 46.
-GROUPED_BLOCK_ELEMENTS = 1 << 25
+# Elements of one (n, E_b) temporary, at most (16 M floats = 64 MB, as the per-layer broadcast's
+# blocks): wav2vec2-base's 94 M quantized weights are 17 blocks for 3 candidates. The step hook
+# (transform.GroupedStep) also sizes its calls by it.
+GROUPED_BLOCK_ELEMENTS = 1 << 24
 
 __all__ = ["GROUPED_BLOCK_ELEMENTS", "grouped_mix_fake_quantize"]
 
@@ -48,8 +49,8 @@ class _Layout:
     """Where each weight and channel lies in the flat concatenation, on one device."""
 
     sizes: tuple[int, ...]  # elements of each weight
-    channel_starts: torch.Tensor  # (C,) int64: flat index of each channel's first element
-    channel_layer: torch.Tensor  # (C,) int64: the weight each channel belongs to
+    channel_starts: torch.Tensor  # (C,) int32: flat index of each channel's first element
+    channel_layer: torch.Tensor  # (C,) int32: the weight each channel belongs to
     channel_elements: torch.Tensor  # (C,) float32: N_c
 
     @property
@@ -75,8 +76,8 @@ def _layout(weights: Sequence[torch.Tensor]) -> _Layout:
             offset += channels * n
         _LAYOUTS[key] = _Layout(
             sizes=tuple(w.numel() for w in weights),
-            channel_starts=torch.tensor(starts, dtype=torch.int64).to(device),
-            channel_layer=torch.tensor(layer_of, dtype=torch.int64).to(device),
+            channel_starts=torch.tensor(starts, dtype=torch.int32).to(device),
+            channel_layer=torch.tensor(layer_of, dtype=torch.int32).to(device),
             channel_elements=torch.tensor(per_channel, dtype=torch.float32).to(device),
         )
     return _LAYOUTS[key]
@@ -98,8 +99,8 @@ def _blocks(layout: _Layout, candidates: int):
     starts = layout.channel_starts
     for a in range(0, layout.elements, step):
         b = min(a + step, layout.elements)
-        index = torch.arange(a, b, device=starts.device)
-        yield a, b, torch.searchsorted(starts, index, right=True).sub_(1)
+        index = torch.arange(a, b, dtype=torch.int32, device=starts.device)
+        yield a, b, torch.searchsorted(starts, index, right=True, out_int32=True).sub_(1)
 
 
 def _flat(weights: Sequence[torch.Tensor]) -> torch.Tensor:

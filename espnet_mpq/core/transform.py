@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from espnet_mpq.core import grouped as grouped_quantizer
 from espnet_mpq.core.grouped import grouped_mix_fake_quantize
 from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits, float32_math
 
@@ -81,7 +82,7 @@ def prepare(
     scale_init: str = "mse",
     compile: bool = False,
     split_logits: bool = False,
-    grouped: bool | None = None,
+    grouped: bool = False,
 ) -> list[str]:
     """Make the selected layers of ``model`` quantized supernets, in place. Returns their names.
 
@@ -92,9 +93,8 @@ def prepare(
     A weight-normalised layer (wav2vec2's positional conv) has its weight norm
     folded into a plain weight first. ``compile`` fuses the quantization math and
     ``split_logits`` gives the task and the size their own logits (see ``MixedPrecisionWeight``).
-    ``grouped`` computes every layer's W_eff of a training forward of ``model`` in one call per
-    candidate set (``GroupedStep``): True always, False never (each layer on its own), None
-    (default) where the weights are on an accelerator. It excludes ``compile``.
+    ``grouped`` computes the W_eff of a training forward of ``model`` in a few grouped calls
+    (``GroupedStep``) instead of one call per layer. It excludes ``compile``.
     """
     if (candidate_bits is None) == (layer_bits is None):
         raise ValueError("give exactly one of candidate_bits or layer_bits")
@@ -128,11 +128,23 @@ def prepare(
     if plan and not getattr(model, "_mpq_float_state_hook", False):
         model._register_load_state_dict_pre_hook(_map_float_weights, with_module=True)
         model._mpq_float_state_hook = True
-    if plan and not compile and grouped is not False:
-        step = GroupedStep(list(plan), always=bool(grouped))
+    if plan and grouped:
+        step = GroupedStep(list(plan))
         model.register_forward_pre_hook(step.before)
         model.register_forward_hook(step.after, always_call=True)
     return list(plan)
+
+
+def _chunks(sizes: list[int], budget: int) -> list[slice]:
+    """Consecutive runs of items whose sizes add up to at most ``budget`` (an item larger than the
+    budget alone)."""
+    chunks, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > budget:
+            chunks.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    return chunks + [slice(start, len(sizes))]
 
 
 class GroupedStep:
@@ -142,7 +154,11 @@ class GroupedStep:
     candidates, scales and whether g is drawn (``MixedPrecisionWeight.step_inputs``). The
     layers are grouped by candidate set (and temperature); per group, g is drawn for all
     searching layers at once, g_l = GumbelSoftmax(lambda_l, tau) row by row of one (L, n)
-    draw, and ``grouped_mix_fake_quantize`` computes all their W_eff. Each layer's
+    draw, and ``grouped_mix_fake_quantize`` computes their W_eff, one call per run of
+    consecutive layers (in module order) whose n x elements fit in GROUPED_BLOCK_ELEMENTS:
+    so a call keeps no more than one block of temporaries, and the gradients waiting for its
+    backward (it runs once every layer of the run has its gradient) stay within that size
+    too, near the per-layer op's peak memory. Each layer's
     parametrization returns its W_eff during that forward; the hook after the forward (run
     even when it raises) drops them. Evaluation forwards, forwards of a sub-module and calls
     outside the model's forward compute W_eff layer by layer, as without the hook.
@@ -154,9 +170,8 @@ class GroupedStep:
     draws than the grouped call's: use ``grouped=False`` with it.
     """
 
-    def __init__(self, layers: list[str], always: bool):
+    def __init__(self, layers: list[str]):
         self.layers = layers
-        self.always = always  # False: only where the weights are on an accelerator
 
     def _supernets(self, model: nn.Module) -> list[tuple[MixedPrecisionWeight, torch.Tensor]]:
         found = []
@@ -171,7 +186,7 @@ class GroupedStep:
         if not model.training:
             return
         layers = self._supernets(model)
-        if not layers or not (self.always or layers[0][1].device.type != "cpu"):
+        if not layers:
             return
         groups: dict[tuple, list] = {}
         for supernet, weight in layers:
@@ -186,10 +201,13 @@ class GroupedStep:
                     logits = torch.stack([s.arch_logits for s in supernets]) \
                         + torch.stack([s.size_logits for s in supernets]).detach()
                     mixture = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
-                outputs = grouped_mix_fake_quantize([w if w.dtype == torch.float32 else w.float() for w in weights],
-                                                    scales, mixture, bits)
-                for supernet, out in zip(supernets, outputs):
-                    supernet._step_weight = out
+                budget = grouped_quantizer.GROUPED_BLOCK_ELEMENTS
+                for rows in _chunks([w.numel() * len(bits) for w in weights], budget):
+                    outputs = grouped_mix_fake_quantize(
+                        [w if w.dtype == torch.float32 else w.float() for w in weights[rows]],
+                        scales[rows], mixture[rows], bits)
+                    for supernet, out in zip(supernets[rows], outputs):
+                        supernet._step_weight = out
 
     def after(self, model: nn.Module, args, output) -> None:
         for supernet, _ in self._supernets(model):
