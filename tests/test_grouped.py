@@ -42,11 +42,16 @@ def per_layer(weights, scales, mixture, bits):
             for l, (w, s) in enumerate(zip(weights, scales))]
 
 
-@pytest.mark.parametrize("block", ["whole", "small"])
+@pytest.mark.parametrize("block", ["whole", "small", "below_a_channel"])
 @pytest.mark.parametrize("bits", [(4,), (1,), (2, 4, 8), (1, 2, 3, 4, 8)], ids=str)
 def test_values_and_every_gradient_equal_the_per_layer_op(bits, block, monkeypatch):
-    if block == "small":  # blocks of 50 elements: blocks start inside channels and inside weights
-        monkeypatch.setattr(grouped, "GROUPED_BLOCK_ELEMENTS", 50 * len(bits))
+    # small: blocks of at most 50 elements of whole channels, starting inside weights;
+    # below_a_channel: room for 10 elements, so each channel (7 to 20 elements) is a block alone
+    room = {"whole": None, "small": 50, "below_a_channel": 10}[block]
+    if room is not None:
+        monkeypatch.setattr(grouped, "GROUPED_BLOCK_ELEMENTS", room * len(bits))
+        plan = grouped._block_plan(grouped._layout([torch.empty(s) for s in SHAPES]), len(bits))
+        assert len(plan) > len(SHAPES) and all(b - a <= room or len(p) == 1 for a, b, p in plan)
     data = inputs(bits)
     ref = values_and_grads(lambda *a: per_layer(*a, bits), *data)
     got = values_and_grads(lambda *a: grouped_mix_fake_quantize(*a, bits), *data)

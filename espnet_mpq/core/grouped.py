@@ -1,30 +1,29 @@
-"""The mixture quantizers of many weights as one autograd op: one call per step for a model.
+"""The mixture quantizers of many weights as one autograd op: a few calls per step for a model.
 
 For layers l = 1..L with weights W_l (C_l, ...), positive scales s_l (n, C_l) and mixture
 weights g_l (n,) over the same candidate bit-widths b_1..b_n, computes every
 
     W_eff_l = sum_i g_li * s_li * L_i(W_l / s_li)
 
-(``fused``'s formula, one layer at a time) over the concatenation of all the weights, flat:
+(``fused``'s formula, one layer at a time) over the concatenation of the weights, flat:
 E = sum_l numel(W_l) elements, C = sum_l C_l channels. A per-channel quantity (n, C) reaches
-the elements by ``index_select`` with each element's channel, and the backward pass's
-per-channel sums are ``index_add_`` over the channels:
+the elements by ``index_select`` with each element's channel (``repeat_interleave`` of the
+block's channel numbers by their sizes). The backward pass's per-channel sums reshape each weight's piece of a
+block to (n, channels, N_l) and sum it (blocks hold whole channels), and its per-layer sums
+use ``index_add_`` over the C channels:
 
     dL/dW          = dOut * sum_i g_i m_i                                  (STE, elementwise)
     dL/ds_ic       = g_i / sqrt(N_c q_i) * sum_{j in c} dOut_j (L_i(x_j) - m_ij x_j)   (LSQ)
     dL/dg_li       = sum_{c in l} s_ic * sum_{j in c} dOut_j L_i(x_j)
 
-(N_c = elements of channel c, x = W / s_i, m_i = 1[|x| <= q_i]), the same values and
-gradients as ``fused_mix_fake_quantize`` per layer, to float rounding: the sums run in
-another order, and on a GPU ``index_add_`` adds in a nondeterministic order.
+(N_c = elements of channel c, x = W / s_i, m_i = 1[|x| <= q_i]): the values and gradients of
+``fused_mix_fake_quantize`` per layer, to float rounding (dL/dg sums in another order).
 
 Why: on a GPU the per-layer op's step is bound by the host dispatching small operators
-(about 55-64 per weight and step; RESULTS.md). Here a step dispatches a fixed number per
-block of elements (about 10 forward, 15 backward) and a few views per layer, whatever L is.
-The elements are processed in blocks whose (n, E_b) temporaries hold at most
-GROUPED_BLOCK_ELEMENTS floats; each block finds its elements' channels with ``searchsorted``
-over the channel starts, so nothing of size E is kept besides the weights themselves. The
-backward pass recomputes everything from W, s and g.
+(about 55-64 per weight and step; RESULTS.md). Here a call dispatches a fixed number per
+block (about 10 forward, 15 backward) and a few per weight. The (n, E_b) temporaries of a
+block hold at most GROUPED_BLOCK_ELEMENTS floats (a channel larger than that is a block
+alone). The backward pass recomputes everything from W, s and g.
 """
 from __future__ import annotations
 
@@ -49,7 +48,9 @@ class _Layout:
     """Where each weight and channel lies in the flat concatenation, on one device."""
 
     sizes: tuple[int, ...]  # elements of each weight
-    channel_starts: torch.Tensor  # (C,) int32: flat index of each channel's first element
+    shapes: tuple[tuple[int, int], ...]  # (C_l, N_l) of each weight
+    channel_ids: torch.Tensor  # (C,) int32: 0..C-1
+    channel_counts: torch.Tensor  # (C,) int64: N_c
     channel_layer: torch.Tensor  # (C,) int32: the weight each channel belongs to
     channel_elements: torch.Tensor  # (C,) float32: N_c
 
@@ -67,16 +68,15 @@ def _layout(weights: Sequence[torch.Tensor]) -> _Layout:
     device = weights[0].device
     key = (tuple(tuple(w.shape) for w in weights), device)
     if key not in _LAYOUTS:
-        starts, layer_of, per_channel, offset = [], [], [], 0
+        layer_of, per_channel = [], []
         for l, w in enumerate(weights):
-            channels, n = w.shape[0], w[0].numel()
-            starts.extend(range(offset, offset + channels * n, n))
-            layer_of.extend([l] * channels)
-            per_channel.extend([float(n)] * channels)
-            offset += channels * n
+            layer_of.extend([l] * w.shape[0])
+            per_channel.extend([w[0].numel()] * w.shape[0])
         _LAYOUTS[key] = _Layout(
             sizes=tuple(w.numel() for w in weights),
-            channel_starts=torch.tensor(starts, dtype=torch.int32).to(device),
+            shapes=tuple((w.shape[0], w[0].numel()) for w in weights),
+            channel_ids=torch.arange(len(per_channel), dtype=torch.int32).to(device),
+            channel_counts=torch.tensor(per_channel, dtype=torch.int64).to(device),
             channel_layer=torch.tensor(layer_of, dtype=torch.int32).to(device),
             channel_elements=torch.tensor(per_channel, dtype=torch.float32).to(device),
         )
@@ -92,15 +92,47 @@ def _lsq_factors(layout: _Layout, bits: tuple[int, ...]) -> torch.Tensor:
     return _LSQ_FACTORS[key]
 
 
+_BLOCK_PLANS: dict[tuple, list] = {}
+
+
+def _block_plan(layout: _Layout, candidates: int) -> list[tuple[int, int, list[tuple[int, int, int, int]]]]:
+    """Blocks of whole channels with at most GROUPED_BLOCK_ELEMENTS / candidates elements (a
+    larger channel alone): (start, end, pieces), a piece (first channel, channels, N_l, its
+    start in the block) per weight the block covers. Once per layout and candidate count."""
+    key = (id(layout), candidates, GROUPED_BLOCK_ELEMENTS)
+    if key not in _BLOCK_PLANS:
+        step = max(1, GROUPED_BLOCK_ELEMENTS // candidates)
+        plan, pieces, start, offset, channel = [], [], 0, 0, 0
+        for channels, n in layout.shapes:
+            done = 0
+            while done < channels:
+                if offset > start and offset + n > start + step:  # the next channel does not fit
+                    plan.append((start, offset, pieces))
+                    pieces, start = [], offset
+                take = max(1, min(channels - done, (start + step - offset) // n))
+                pieces.append((channel + done, take, n, offset - start))
+                done, offset = done + take, offset + take * n
+            channel += channels
+        plan.append((start, offset, pieces))
+        _BLOCK_PLANS[key] = plan
+    return _BLOCK_PLANS[key]
+
+
 def _blocks(layout: _Layout, candidates: int):
-    """(start, end, channel of each element (end - start,)) over the flat elements, in blocks
-    of at most GROUPED_BLOCK_ELEMENTS / candidates elements."""
-    step = max(1, GROUPED_BLOCK_ELEMENTS // candidates)
-    starts = layout.channel_starts
-    for a in range(0, layout.elements, step):
-        b = min(a + step, layout.elements)
-        index = torch.arange(a, b, dtype=torch.int32, device=starts.device)
-        yield a, b, torch.searchsorted(starts, index, right=True, out_int32=True).sub_(1)
+    """(start, end, pieces, channel of each element (end - start,)) of each block of _block_plan."""
+    for a, b, pieces in _block_plan(layout, candidates):
+        first, last = pieces[0][0], pieces[-1][0] + pieces[-1][1]  # the block's channels
+        channel = torch.repeat_interleave(layout.channel_ids[first:last], layout.channel_counts[first:last],
+                                          output_size=b - a)
+        yield a, b, pieces, channel
+
+
+def _channel_sums(x: torch.Tensor, pieces, out: torch.Tensor) -> None:
+    """out[:, c] = sum of x (n, E_b) over channel c's elements, for every channel of the block
+    (a reshape and a sum per weight piece: no scatter, no atomics)."""
+    for first, channels, n, at in pieces:
+        piece = x[:, at:at + channels * n].view(x.shape[0], channels, n)
+        torch.sum(piece, 2, out=out[:, first:first + channels])
 
 
 def _flat(weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -117,7 +149,7 @@ class _GroupedMixFakeQuantize(torch.autograd.Function):
         weighted = scales * mixture.t().index_select(1, layout.channel_layer)  # (n, C): g_i s_ic
         w = _flat(weights)
         out = torch.empty_like(w)
-        for a, b, channel in _blocks(layout, len(bits)):
+        for a, b, _, channel in _blocks(layout, len(bits)):
             x = torch.div(w[a:b], scales.index_select(1, channel)).clamp_(q_lo, q_hi)  # (n, E_b)
             torch.sum(_levels_all_(x, bits).mul_(weighted.index_select(1, channel)), 0, out=out[a:b])
         ctx.save_for_backward(scales, mixture, *weights)
@@ -131,15 +163,15 @@ class _GroupedMixFakeQuantize(torch.autograd.Function):
         q_lo, q_hi = _qmax_bounds(bits, scales, dims=2)
         g = mixture.t().index_select(1, layout.channel_layer)  # (n, C): g_i of each channel's layer
         w = _flat(weights)
-        levels_dot, clip_dot = torch.zeros_like(scales), torch.zeros_like(scales)  # (n, C)
+        levels_dot, clip_dot = torch.empty_like(scales), torch.empty_like(scales)  # (n, C)
         grad_w = torch.empty_like(w)
-        for a, b, channel in _blocks(layout, len(bits)):
+        for a, b, pieces, channel in _blocks(layout, len(bits)):
             grad = grad_out[a:b]
             x = torch.div(w[a:b], scales.index_select(1, channel))  # (n, E_b): x_i = W / s_i
             levels = torch.clamp(x, q_lo, q_hi)
             inside = torch.eq(x, levels)  # m_i: |x_i| <= q_i
-            levels_dot.index_add_(1, channel, _levels_all_(levels, bits).mul_(grad))  # sum_j dOut L_i
-            clip_dot.index_add_(1, channel, x.mul_(inside).mul_(grad))  # sum_j dOut m_i x_i
+            _channel_sums(_levels_all_(levels, bits).mul_(grad), pieces, levels_dot)  # sum_j dOut L_i
+            _channel_sums(x.mul_(inside).mul_(grad), pieces, clip_dot)  # sum_j dOut m_i x_i
             torch.sum(torch.mul(inside, g.index_select(1, channel), out=x), 0, out=grad_w[a:b]).mul_(grad)
         grad_s = g.mul_(levels_dot - clip_dot).mul_(_lsq_factors(layout, bits))
         grad_g = mixture.new_zeros(len(bits), len(weights)).index_add_(1, layout.channel_layer, levels_dot.mul_(scales))
