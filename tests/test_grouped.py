@@ -125,30 +125,35 @@ def step_grads(model, x):
 LAYER_BITS = {"0": [4], "2": [1, 2, 4, 8], "4": [2]}  # fixed at 4, searching, fixed at 2
 
 
-@pytest.mark.parametrize("plan", ["searching", "mixed", "fixed"])
-def test_a_training_step_gives_the_per_layer_gradients_in_one_call_per_candidate_set(plan, monkeypatch):
-    deterministic_gumbel(monkeypatch)
-    calls = count_grouped_calls(monkeypatch)
+def both_ways(fix: bool = False, **options) -> tuple[nn.Module, dict, dict]:
+    """(the grouped model, its gradients of one training step, the layer-by-layer gradients):
+    the same small model and random logits, prepared with ``options``."""
     x = torch.randn(5, 8)
     grads = {}
     for grouped_step in (False, True):
         model = small_model()
-        if plan == "mixed":
-            prepare(model, layer_bits=LAYER_BITS, grouped=grouped_step)
-        else:
-            prepare(model, candidate_bits=[1, 2, 4, 8], grouped=grouped_step)
+        prepare(model, grouped=grouped_step, **options)
         torch.manual_seed(1)
         for _, s in quantized_layers(model):
             s.arch_logits.data.normal_()
-        if plan == "fixed":
+        if fix:
             fix_bit_widths(model)
         grads[grouped_step] = step_grads(model, x)
+    assert grads[True].keys() == grads[False].keys()
+    return model, grads[True], grads[False]
+
+
+@pytest.mark.parametrize("plan", ["searching", "mixed", "fixed"])
+def test_a_training_step_gives_the_per_layer_gradients_in_one_call_per_candidate_set(plan, monkeypatch):
+    deterministic_gumbel(monkeypatch)
+    calls = count_grouped_calls(monkeypatch)
+    options = {"layer_bits": LAYER_BITS} if plan == "mixed" else {"candidate_bits": [1, 2, 4, 8]}
+    model, grouped_grads, layer_grads = both_ways(fix=plan == "fixed", **options)
     candidate_sets = {s.candidate_bits if not s.is_fixed else (s.chosen_bits,) for _, s in quantized_layers(model)}
     assert sorted(calls) == sorted(candidate_sets)  # one call per candidate set, none without grouping
-    assert grads[True].keys() == grads[False].keys()
-    assert any(k.endswith("arch_logits") for k in grads[True]) == (plan != "fixed")
-    for name in grads[False]:
-        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert any(k.endswith("arch_logits") for k in grouped_grads) == (plan != "fixed")
+    for name in layer_grads:
+        torch.testing.assert_close(grouped_grads[name], layer_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_calls_are_cut_into_runs_of_layers_within_the_block_size(monkeypatch):
@@ -159,19 +164,11 @@ def test_calls_are_cut_into_runs_of_layers_within_the_block_size(monkeypatch):
     assert transform._chunks([3], 1) == [slice(0, 1)]
     deterministic_gumbel(monkeypatch)
     calls = count_grouped_calls(monkeypatch)
-    x = torch.randn(5, 8)
-    grads = {}
-    for grouped_step in (False, True):
-        model = small_model()
-        prepare(model, candidate_bits=[1, 2, 4], grouped=grouped_step)
-        torch.manual_seed(1)
-        for _, s in quantized_layers(model):
-            s.arch_logits.data.normal_()
-        monkeypatch.setattr(grouped, "GROUPED_BLOCK_ELEMENTS", 3 * 200)
-        grads[grouped_step] = step_grads(model, x)
+    monkeypatch.setattr(grouped, "GROUPED_BLOCK_ELEMENTS", 3 * 200)
+    _, grouped_grads, layer_grads = both_ways(candidate_bits=[1, 2, 4])
     assert calls == [(1, 2, 4)] * 3
-    for name in grads[False]:
-        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in layer_grads:
+        torch.testing.assert_close(grouped_grads[name], layer_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_by_default_and_in_evaluation_layers_are_quantized_one_by_one(monkeypatch):
