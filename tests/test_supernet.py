@@ -213,3 +213,10 @@ def test_a_training_step_on_a_device_brings_nothing_from_host_memory(fixed, monk
         layer(torch.randn(2, 8, device="meta")).sum().backward()
     assert mode.ops == []
     assert layer.parametrizations.weight.original.grad is not None
+
+
+def test_the_supernet_shows_its_candidates_and_mode():
+    s = MixedPrecisionWeight(torch.empty(4, 8), [2, 4, 8])
+    assert "candidate_bits=[2, 4, 8], searching" in repr(s)
+    s.fix(1)
+    assert "fixed=4" in repr(s)

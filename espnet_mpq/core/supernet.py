@@ -243,13 +243,13 @@ class MixedPrecisionWeight(nn.Module):
         with float32_math(weight.device.type):
             return mix(weight.float(), scales, g, bits)
 
+    def extra_repr(self) -> str:
+        mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={self._tau:.3g}"
+        return f"candidate_bits={list(self.candidate_bits)}, {mode}"
+
 
 def float32_math(device: str):
     """A context that turns autocast off on ``device`` (none where autocast does not exist, e.g. meta)."""
     if torch.amp.is_autocast_available(device):
         return torch.autocast(device, enabled=False)
     return contextlib.nullcontext()
-
-    def extra_repr(self) -> str:
-        mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={self._tau:.3g}"
-        return f"candidate_bits={list(self.candidate_bits)}, {mode}"

@@ -148,7 +148,7 @@ def _chunks(sizes: list[int], budget: int) -> list[slice]:
 
 
 class GroupedStep:
-    """Forward hooks of a prepared model: W_eff of its quantized layers in one call per candidate set.
+    """Forward hooks of a prepared model: W_eff of its quantized layers in a few grouped calls.
 
     Before a training forward of the model, every layer prepared with it reports its
     candidates, scales and whether g is drawn (``MixedPrecisionWeight.step_inputs``). The
