@@ -364,8 +364,14 @@ def test_the_clock_counts_a_failed_call(benchmark, tmp_path):
     assert 0.3 <= json.loads(clock.read_text())["ptq_4bit"] < 1.5
 
 
-def test_a_clock_that_is_not_json_is_refused_with_its_path(benchmark, tmp_path):
+@pytest.mark.parametrize("content", [b'{"joint_2.0bit": 10', b'{"joint_2.0bit": "\xff"}'])
+def test_a_clock_that_is_not_json_is_refused_with_its_path(benchmark, tmp_path, content):
     clock = tmp_path / "benchmark_clock.json"
-    clock.write_text('{"joint_2.0bit": 10')
+    clock.write_bytes(content)
     with pytest.raises(ValueError, match=r"benchmark_clock\.json is not valid JSON"):
         benchmark.wall_clock(clock)
+
+
+def test_a_contended_note_that_is_not_utf8_still_marks_the_timing(benchmark, tmp_path):
+    (tmp_path / benchmark.CONTENDED).write_bytes(b"ran beside \xe9 tests\n")
+    assert benchmark.contended_note(tmp_path) == "ran beside \ufffd tests"

@@ -255,6 +255,41 @@ def test_split_logits_groups_give_the_task_part_one_rate_and_the_size_part_a_siz
 
 
 @pytest.mark.parametrize("split", [False, True])
+def test_logits_of_equal_rate_share_a_group_and_train_as_in_groups_of_their_own(split):
+    """Three layers, two of one size: one group per distinct rate; Adam moves every logit as it
+    would with one group per logit (the groups of espnet_mpq <= stop 13)."""
+    import copy
+
+    from espnet_mpq.asr.model import ARCH_LR_KEY, MpqESPnetModel
+    from espnet_mpq.quantizers import build_config
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False), nn.Linear(10, 100, bias=False))
+    prepare(model, candidate_bits=[2, 4, 8], split_logits=split)
+    model._searches = True
+    model.quantizer = build_config("joint", {"candidate_bits": [2, 4, 8], "target_avg_bits": 3.0,
+                                             "arch_lr": 0.05, "split_logits": split})
+    groups = MpqESPnetModel.optimizer_param_groups(model.train())
+    assert len(groups) == 1 + (3 if split else 2)
+    assert all(g["lr"] == g[ARCH_LR_KEY] and g["weight_decay"] == 0.0 for g in groups[1:])
+    alone = copy.deepcopy(model)
+    rates = {id(p): g["lr"] for g in groups[1:] for p in g["params"]}
+    named = dict(model.named_parameters())
+    own = [{"params": [p], "lr": rates[id(named[n])]} for n, p in alone.named_parameters() if id(named[n]) in rates]
+    assert len(own) == (6 if split else 3)
+    optimizers = [torch.optim.Adam(groups, foreach=True), torch.optim.Adam([{"params": [p for n, p in alone.named_parameters()
+                                                                                     if id(named[n]) not in rates]}] + own)]
+    for _ in range(5):
+        for m, opt in zip((model, alone), optimizers):
+            torch.manual_seed(1)
+            opt.zero_grad()
+            (m(torch.randn(3, 10)).square().mean() + expected_average_bits(m)).backward()
+            opt.step()
+    for (name, p), q in zip(model.named_parameters(), alone.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+@pytest.mark.parametrize("split", [False, True])
 def test_the_task_signal_moves_a_small_layer_as_fast_as_a_large_one_only_with_split_logits(split):
     """A task loss that favours more bits, through Adam with the model's groups: without the split
     the small layer's logits learn at a tenth of the rate; with it both learn at arch_lr."""

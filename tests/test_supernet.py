@@ -9,6 +9,7 @@ from espnet_mpq.core.supernet import MixedPrecisionWeight
 from espnet_mpq.core.transform import (
     bit_widths,
     expected_average_bits,
+    expected_total_bits,
     fix_bit_widths,
     name_filter,
     prepare,
@@ -102,6 +103,44 @@ def test_expected_average_bits_is_weighted_by_parameter_count():
     for name in ("2", "3"):  # 60 + 72 weights at 2 bits
         layers[name].fix(0)
     assert expected_average_bits(model).item() == pytest.approx((120 * 8 + 132 * 2) / 252)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_expected_total_bits_has_the_values_and_gradients_of_the_layer_by_layer_sum(split):
+    """One softmax per candidate set: searching layers of two sets, a fixed layer, random logits."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    prepare(model, layer_bits={"0": [2, 4, 8], "2": [1, 2, 3, 4, 8], "3": [2, 4, 8]}, split_logits=split)
+    layers = dict(quantized_layers(model))
+    for s in layers.values():
+        s.arch_logits.data.normal_()
+        s.size_logits.data.normal_()
+    layers["3"].fix(2)
+    counts = {"0": 120, "2": 60, "3": 72}
+    reference = sum(counts[n] * s.expected_bits() for n, s in layers.items())
+    reference.backward()
+    grads = {n: (s.arch_logits.grad, s.size_logits.grad) for n, s in layers.items()}
+    for s in layers.values():
+        s.arch_logits.grad = s.size_logits.grad = None
+    total = expected_total_bits(list(layers.values()))
+    total.backward()
+    assert total.item() == pytest.approx(reference.item(), rel=1e-6)
+    for name, s in layers.items():
+        for got, want in zip((s.arch_logits.grad, s.size_logits.grad), grads[name]):
+            assert (got is None) == (want is None)
+            if want is not None:
+                torch.testing.assert_close(got, want)
+    assert grads["0"][1 if split else 0].abs().sum() > 0 and grads["3"] == (None, None)
+
+
+def test_set_temperature_touches_no_buffer_and_the_saved_state_holds_it():
+    """No device operator per layer and step: the tau buffer is written when the state is saved."""
+    model = tiny_model()
+    prepare(model, candidate_bits=[2, 4, 8])
+    set_temperature(model, 0.37)
+    supernet = dict(quantized_layers(model))["2"]
+    assert float(supernet.tau) == 1.0 and supernet._tau == pytest.approx(0.37)
+    assert float(model.state_dict()["2.parametrizations.weight.0.tau"]) == pytest.approx(0.37)
 
 
 def test_fixing_freezes_logits_and_removes_the_noise():

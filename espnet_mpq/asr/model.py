@@ -40,7 +40,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_mpq.asr.frontend import FRONTEND_PREFIX, S3prlMpqFrontend
 from espnet_mpq.core.accounting import expected_size_mb, storage_report
-from espnet_mpq.core.budget import arch_lr_scales, check_target, fix_to_allocation, search_summary
+from espnet_mpq.core.budget import arch_lr_groups, check_target, fix_to_allocation, search_summary
 from espnet_mpq.core.transform import expected_average_bits, quantized_layers, set_temperature
 from espnet_mpq.quantizers import DOWNSTREAM, JointConfig, NoneConfig, apply_quantizer
 
@@ -272,22 +272,19 @@ class MpqESPnetModel(ESPnetASRModel):
 
     # ---- optimizer groups ------------------------------------------------------
     def optimizer_param_groups(self) -> list[dict]:
-        """The model's parameters, then, for a search, one group per quantized layer's logits.
+        """The model's parameters, then, for a search, the architecture logits in groups of equal rate.
 
         Layer l's logits get lr = arch_lr * n_l / mean n and no weight decay (the size
         weighting that survives Adam, see espnet_mpq.core.budget); with split_logits its
-        task logits get arch_lr and its size logits arch_lr * n_l / mean n. The groups do not
-        depend on the mode, so a resumed run finds the optimizer state it saved.
+        task logits get arch_lr and its size logits arch_lr * n_l / mean n. Logits of equal
+        rate share a group (``arch_lr_groups``). The groups do not depend on the mode, so a
+        resumed run finds the optimizer state it saved.
         """
         rest = [p for n, p in self.named_parameters() if not n.endswith(ARCH_LOGITS)]
         groups = [{"params": rest}]
         if self._searches:
-            scales, arch_lr = arch_lr_scales(self), self.quantizer.arch_lr
-            split = self.quantizer.split_logits
-            for name, s in quantized_layers(self):
-                parts = [(s.arch_logits, arch_lr), (s.size_logits, arch_lr * scales[name])] if split else \
-                    [(s.arch_logits, arch_lr * scales[name])]
-                groups += [{"params": [p], "lr": lr, ARCH_LR_KEY: lr, "weight_decay": 0.0} for p, lr in parts]
+            pairs = arch_lr_groups(self, self.quantizer.arch_lr, self.quantizer.split_logits)
+            groups += [{"params": params, "lr": lr, ARCH_LR_KEY: lr, "weight_decay": 0.0} for lr, params in pairs]
         return groups
 
 

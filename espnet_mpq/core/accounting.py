@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from espnet_mpq.core.transform import quantized_layers
+from espnet_mpq.core.transform import expected_total_bits, quantized_layers
 
 FLOAT_BITS = 32
 SCALE_BITS = 32
@@ -130,13 +130,12 @@ def expected_size_mb(module: nn.Module) -> torch.Tensor:
         (sum_l (n_l E_bits^l + C_l SCALE_BITS) + FLOAT_BITS * float parameters) / 8 / 1e6
 
     Equals ``storage_report(module).size_mb`` once every layer's bit-width is fixed. Computed
-    on the logits' device (no copy to the host, which would wait for the device once per layer).
+    on the logits' device (no copy to the host, which would wait for the device once per layer),
+    with ``expected_total_bits``'s few operators per candidate set.
     """
     quantized = _quantized(module)
-    bits = None
-    for _, latent, supernet in quantized:
-        layer = latent.numel() * supernet.expected_bits() + latent.shape[0] * SCALE_BITS
-        bits = layer if bits is None else bits + layer
-    if bits is None:
-        bits = torch.zeros(())
-    return (bits + FLOAT_BITS * _float_parameters(module, quantized)[1]) / 8 / 1e6
+    constant = FLOAT_BITS * _float_parameters(module, quantized)[1]
+    if not quantized:
+        return torch.tensor(constant / 8 / 1e6)
+    constant += sum(latent.shape[0] * SCALE_BITS for _, latent, _ in quantized)
+    return (expected_total_bits([supernet for _, _, supernet in quantized]) + constant) / 8 / 1e6

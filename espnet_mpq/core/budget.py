@@ -57,6 +57,7 @@ __all__ = [
     "fix_to_allocation",
     "search_summary",
     "arch_lr_scales",
+    "arch_lr_groups",
 ]
 
 
@@ -145,13 +146,17 @@ def check_target(model: nn.Module, target: SizeTarget) -> None:
 
 @torch.no_grad()
 def _log_probs(layers: list[Layer]) -> list[np.ndarray]:
-    """log softmax(lambda^l) per layer, read from the device in one transfer."""
-    flat = torch.cat([layer.supernet.logits().float().reshape(-1) for layer in layers]).cpu()
+    """log softmax(lambda^l) per layer, in float64: a few operators on the device and one transfer,
+    then numpy per layer (no operator per layer)."""
+    supernets = [layer.supernet for layer in layers]
+    flat = (torch.cat([s.arch_logits for s in supernets]) + torch.cat([s.size_logits for s in supernets]))
+    flat = flat.double().cpu().numpy()
     out, i = [], 0
     for layer in layers:
-        n = len(layer.supernet.candidate_bits)
-        out.append(torch.log_softmax(flat[i:i + n].double(), dim=0).numpy())
-        i += n
+        x = flat[i:i + len(layer.supernet.candidate_bits)]
+        shifted = x - x.max()
+        out.append(shifted - np.log(np.exp(shifted).sum()))
+        i += len(x)
     return out
 
 
@@ -230,3 +235,21 @@ def arch_lr_scales(model: nn.Module) -> dict[str, float]:
     layers = layers_of(model)
     mean = sum(layer.numel for layer in layers) / len(layers)
     return {layer.name: layer.numel / mean for layer in layers}
+
+
+def arch_lr_groups(model: nn.Module, arch_lr: float, split_logits: bool) -> list[tuple[float, list[nn.Parameter]]]:
+    """(learning rate, logits) pairs for the optimizer: layer l's logits (its size logits with
+    ``split_logits``, whose task logits get ``arch_lr``) at arch_lr * n_l / mean_l' n_l'.
+
+    Logits of equal rate share one pair (layers of equal size: wav2vec2-base's 72 transformer
+    weights have two sizes), so an optimizer group updates them together: one foreach update
+    on a GPU instead of one per layer. In order of first appearance in module order.
+    """
+    scales = arch_lr_scales(model)
+    by_rate: dict[float, list[nn.Parameter]] = {}
+    for name, s in quantized_layers(model):
+        parts = [(s.arch_logits, arch_lr), (s.size_logits, arch_lr * scales[name])] if split_logits \
+            else [(s.arch_logits, arch_lr * scales[name])]
+        for logits, lr in parts:
+            by_rate.setdefault(lr, []).append(logits)
+    return list(by_rate.items())

@@ -33,7 +33,9 @@ the same bit-widths average to the same one-hot, and checkpoints that disagree
 average to a fraction, which loading refuses by name. The forward pass reads the
 mode, the temperature and whether the scales are set from Python attributes that
 mirror the buffers (set by ``fix``, ``set_temperature`` and loading), so a training
-step makes no per-layer device-to-host reads.
+step makes no per-layer device-to-host reads. ``set_temperature`` sets the mirror only
+(no device op per layer and step); the ``tau`` buffer is written from it when the state
+is saved.
 
 Scales are initialised lazily, from the weight the layer holds at its first
 forward (so loading a 32-bit checkpoint after building the model, as ESPnet's
@@ -109,9 +111,14 @@ class MixedPrecisionWeight(nn.Module):
         self.scales = nn.Parameter(torch.ones(n, channels))  # (n, C_out): s_{b_i}
         self.arch_logits = nn.Parameter(torch.zeros(n))  # (n,): lambda (lambda_task when split)
         self.size_logits = nn.Parameter(torch.zeros(n), requires_grad=False)  # (n,): lambda_size (0 unless split)
-        self.register_buffer("tau", torch.tensor(1.0))
+        self.register_buffer("tau", torch.tensor(1.0))  # written from _tau when the state is saved
         self.register_buffer("fixed_onehot", torch.zeros(n))  # (n,): zeros while searching
         self.register_buffer("scales_initialized", torch.tensor(False))
+        # n_l, the weight's element count, and a copy on the logits' device (not saved; an integer,
+        # which a cast of the model to half precision leaves exact), for
+        # espnet_mpq.core.transform.expected_total_bits.
+        self.n_weights = weight.numel()
+        self.register_buffer("n_weights_on_device", torch.tensor(self.n_weights, dtype=torch.long), persistent=False)
         # Python mirrors of the buffers, read by forward (no host syncs).
         self._fixed: int | None = None
         self._tau = 1.0
@@ -144,8 +151,7 @@ class MixedPrecisionWeight(nn.Module):
     def set_temperature(self, tau: float) -> None:
         if not tau > 0:
             raise ValueError(f"Gumbel-Softmax temperature {tau!r} is not allowed: it must be > 0")
-        self._tau = float(tau)
-        self.tau.fill_(self._tau)
+        self._tau = float(tau)  # the buffer follows when the state is saved: no device op per step
 
     def fix(self, index: int | None = None) -> None:
         """Fix the bit-width to candidate ``index`` (default argmax(lambda)); freeze lambda."""
@@ -171,6 +177,11 @@ class MixedPrecisionWeight(nn.Module):
             self.scales[i].copy_(init_scale(weight, b, self.scale_init))
         self.scales_initialized.fill_(True)
         self._scales_ready = True
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        with torch.no_grad():
+            self.tau.fill_(self._tau)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         legacy = state_dict.pop(prefix + "fixed_index", None)  # checkpoints of espnet_mpq <= 0.1

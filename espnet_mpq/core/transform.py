@@ -49,6 +49,7 @@ __all__ = [
     "fix_bit_widths",
     "bit_widths",
     "expected_average_bits",
+    "expected_total_bits",
     "initialize_scales",
     "name_filter",
     "strip",
@@ -271,18 +272,41 @@ def bit_widths(model: nn.Module) -> dict[str, int]:
     return {name: s.chosen_bits for name, s in quantized_layers(model)}
 
 
+def expected_total_bits(supernets: Sequence[MixedPrecisionWeight]) -> torch.Tensor:
+    """sum_l n_l E_bits^l over ``supernets`` (n_l: the weight's element count), a scalar on their device.
+
+    The values and gradients of ``sum_l n_l * supernets[l].expected_bits()``, with a fixed
+    number of operators per candidate set instead of a few per layer: the searching layers of
+    one candidate set share one (L, n) softmax, E_l = sum_i softmax(lambda_l)_i b_i; fixed
+    layers add the constant n_l b_l.
+    """
+    if not supernets:
+        raise ValueError("expected_total_bits needs at least one quantized layer")
+    fixed = 0.0
+    groups: dict[tuple, list[MixedPrecisionWeight]] = {}
+    for s in supernets:
+        if s.is_fixed:
+            fixed += s.n_weights * s.candidate_bits[s.chosen_index]
+        else:
+            groups.setdefault((s.candidate_bits, s.split_logits), []).append(s)
+    total = supernets[0].bits.new_full((), fixed)
+    for (_, split), members in groups.items():
+        arch = torch.stack([s.arch_logits for s in members])  # (L, n)
+        logits = arch.detach() + torch.stack([s.size_logits for s in members]) if split else arch
+        expected = (F.softmax(logits, dim=-1) * members[0].bits).sum(-1)  # (L,); no matmul: autocast keeps fp32
+        total = total + (expected * torch.stack([s.n_weights_on_device for s in members])).sum()
+    return total
+
+
 def expected_average_bits(model: nn.Module) -> torch.Tensor:
     """Parameter-weighted expected bits over quantized weights: sum_l n_l E_bits^l / sum_l n_l.
 
     Differentiable in the architecture logits. n_l is the number of weights of layer l.
     """
-    layers = list(quantized_layers(model))
-    if not layers:
+    supernets = [s for _, s in quantized_layers(model)]
+    if not supernets:
         raise ValueError("the model has no quantized layers")
-    modules = dict(model.named_modules())
-    counts = [modules[n].parametrizations.weight.original.numel() for n, _ in layers]
-    total = sum(counts)
-    return sum(c * s.expected_bits() for c, (_, s) in zip(counts, layers)) / total
+    return expected_total_bits(supernets) / sum(s.n_weights for s in supernets)
 
 
 @torch.no_grad()

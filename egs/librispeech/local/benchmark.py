@@ -104,7 +104,7 @@ def read_json(path: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}): repair or remove it "
                          "(every file here is written whole, so something else wrote it)") from None
 
@@ -180,11 +180,12 @@ def system_result(name: str, sys_dir: Path, sets: dict[str, str]) -> dict | None
 
 
 def contended_note(sys_dir: Path) -> str | None:
-    """The note of <sys_dir>/TIMING_CONTENDED (its first line), or None without the file."""
+    """The note of <sys_dir>/TIMING_CONTENDED (its first line), or None without the file. The file
+    marks the timing whatever it holds: bytes that are not UTF-8 read as U+FFFD."""
     path = sys_dir / CONTENDED
     if not path.is_file():
         return None
-    return (path.read_text(encoding="utf-8").strip().splitlines() or ["(no reason given)"])[0]
+    return (path.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["(no reason given)"])[0]
 
 
 def comparison_pairs(rows: list[dict]) -> list[tuple[str, str, str]]:
