@@ -296,7 +296,7 @@ def test_a_contended_timing_is_marked_and_left_out_of_the_time_ratio(benchmark, 
 
 
 def test_benchmark_json_keeps_every_key_of_the_first_benchmark(benchmark, tmp_path):
-    first = json.loads((RECIPE / "results" / "benchmark.json").read_text())
+    first = json.loads((RECIPE / "results" / "v1" / "benchmark.json").read_text())
     exp = tmp_path / "work" / "exp"
     fake_system(exp, "fp32", "none", 1.0, (20.0, 30.0), (None, None))
     fake_system(exp, "joint_2.0bit", "joint", 15.0, (20.2, 30.2), (True, True), target=2.0, avg_bits=2.0)
