@@ -9,6 +9,7 @@ real scorer (espnet_mpq.bin.score), on a few hypothesis lines.
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from espnet_mpq.bin.compose_config import compose, two_stage_search
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs" / "librispeech"
+sys.path.insert(0, str(RECIPE / "local"))  # benchmark.py imports its neighbours, as when run as a script
 BENCH = RECIPE / "conf" / "tuning" / "bench"
 BASE = RECIPE / "conf" / "train_asr.yaml"
 SETS = {"test_clean": "test_synth", "test_other": "test_other_synth"}  # the built-in corpus's names
@@ -153,6 +155,16 @@ def test_lossless_needs_both_conditions(benchmark, tmp_path):
     assert rows["fp32"]["p_value"] == {"test_clean": None, "test_other": None} and rows["fp32"]["lossless"]
     assert result["test_set"] == SETS
     assert result["lossless_ratio"]["uniform"] == 4.0
+
+
+def test_systems_decoded_with_different_lms_are_refused(benchmark, tmp_path):
+    exp = tmp_path / "work" / "exp"
+    fake_system(exp, "fp32", "none", 1.0, (20.0, 30.0), (None, None))
+    uniform = fake_system(exp, "uniform_8bit", "uniform", 4.0, (20.0, 30.0), (True, True))
+    assert collect(benchmark, tmp_path, ["uniform_8bit"])["lm_file"] is None
+    (uniform / f"decode_{SETS['test_clean']}" / "decoding.txt").write_text("lm_file: /w/exp/lm/valid.loss.best.pth\n")
+    with pytest.raises(SystemExit, match="different LMs"):
+        collect(benchmark, tmp_path, ["uniform_8bit"])
 
 
 def test_a_system_missing_one_conditions_score_is_not_finished(benchmark, tmp_path):

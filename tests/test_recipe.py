@@ -5,6 +5,7 @@ The smoke test runs every stage of run.sh as a user would (a subprocess), with t
 one epoch per training run. It takes a few minutes on 2 CPU cores.
 """
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -77,6 +78,39 @@ def test_smoke_run_times_pretraining_and_32_bit_training_over_every_run(smoke):
 
 
 @needs_espeak
+def test_smoke_run_trains_an_lm_on_text_without_test_transcripts_and_decodes_with_it(smoke):
+    lm_model = Path(os.path.abspath(smoke / "exp" / "lm" / "valid.loss.best.pth"))
+    assert lm_model.is_file() and (smoke / "exp" / "lm" / "train_time.json").is_file()
+    md5 = hashlib.md5(lm_model.read_bytes()).hexdigest()
+    for system in ("asr_fp32", "asr_mpq_joint_3.5bit", "asr_mpq_ptq_4bit"):
+        note = (smoke / "exp" / system / "decode_test_synth" / "decoding.txt").read_text()
+        assert note == f"lm_file: {lm_model}\nlm_md5: {md5}\n"
+    assert f"Decoding: CTC prefix beam search with the LM {lm_model}." in (smoke / "exp" / "results.md").read_text()
+    lm_lines = (smoke / "data" / "lm" / "text").read_text().splitlines()
+    assert len(lm_lines) == 300  # smoke.sh: lm_max_lines=300
+    padded = [f" {line.split(maxsplit=1)[1]} " for line in lm_lines]
+    for held_out in ("dev_synth", "test_synth"):
+        for line in (smoke / "data" / held_out / "text").read_text().splitlines():
+            transcript = f" {line.split(maxsplit=1)[1]} "
+            assert not any(transcript in text for text in padded), transcript
+
+
+@needs_espeak
+def test_decoding_with_another_lm_setting_decodes_again_and_then_skips(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work)  # audio paths in wav.scp stay those of the smoke run (read only)
+    decoded = work / "exp" / "asr_fp32" / "decode_test_synth"
+    for attempt in range(2):
+        result = run_recipe("--config_set", "smoke", "--work", str(work), "--stage", "9", "--stop_stage", "9",
+                            "--use_lm", "false")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (decoded / "decoding.txt").read_text() == "lm_file: none\n"
+        if attempt == 0:
+            first = (decoded / "text").stat().st_mtime_ns
+    assert (decoded / "text").stat().st_mtime_ns == first  # the second run found it done
+
+
+@needs_espeak
 def test_stage_10_skips_a_finished_compression_with_the_same_config(smoke):
     result = run_recipe("--config_set", "smoke", "--work", str(smoke), "--stage", "10", "--stop_stage", "10",
                         "--mpq_config", "conf/tuning/train_mpq_ptq_4bit.yaml")
@@ -121,6 +155,16 @@ def test_mpq_config_with_unknown_quantizer_is_refused(tmp_path):
     result = run_recipe("--work", str(tmp_path / "work"), "--mpq_config", str(config))
     assert result.returncode != 0
     assert "bad quantizer" in result.stderr and "magic" in result.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--use_lm", "yes", "--use_lm yes: must be true or false"),
+    ("--lm_max_lines", "-3", "--lm_max_lines -3: must be a non-negative integer"),
+    ("--lm_text", "/no/such/lm.txt", "--lm_text /no/such/lm.txt: no such file, or empty"),
+])
+def test_bad_lm_options_are_refused(tmp_path, option, value, message):
+    result = run_recipe("--work", str(tmp_path), option, value)
+    assert result.returncode != 0 and message in result.stderr
 
 
 def test_unknown_option_is_refused(tmp_path):

@@ -49,11 +49,45 @@ def test_collect_writes_the_reference_json(tmp_path, upstream):
     assert result["finetune_s"] == pytest.approx(450.5 + 10.5 + 3661 + 9)
     assert result["finetune_s_from"] == "ESPnet epoch times"
     assert result["valid_cer_per_epoch"] == [0.999, 0.778]
+    assert result["lm"] is None  # decode dirs without decoding.txt: decoded before run.sh had LMs
     if upstream == "ssl":
         assert (result["pretrain_s"], result["device"]) == (655, "CPU (2 cores)")
         assert result["pretrain_valid_acc_m_per_epoch"] == [0.06]
     else:
         assert (result["pretrain_s"], result["device"]) == (0, "CPU (9 cores)")
+
+
+def collect_lm_run(tmp_path, clean_lm: str, other_lm: str, lm_clock: bool = True) -> dict:
+    exp = tmp_path / "exp"
+    write_run(exp, "ssl")
+    for dset, lm in (("test_synth", clean_lm), ("test_other_synth", other_lm)):
+        (exp / "asr_fp32" / f"decode_{dset}" / "decoding.txt").write_text(f"lm_file: {lm}\n")
+    if lm_clock:
+        (exp / "lm").mkdir()
+        (exp / "lm" / "train_time.json").write_text('{"seconds": 1620, "runs": 1, "device": "CPU (2 cores)"}')
+    out = tmp_path / "reference.json"
+    reference_results.main(["collect", "--exp", str(exp), "--upstream", "ssl", "--test_clean", "test_synth",
+                            "--test_other", "test_other_synth", "--output", str(out)])
+    return json.loads(out.read_text())
+
+
+def test_collect_names_the_lm_both_test_sets_were_decoded_with(tmp_path, capsys):
+    result = collect_lm_run(tmp_path, "/w/exp/lm/valid.loss.best.pth", "/w/exp/lm/valid.loss.best.pth")
+    assert result["lm"] == {"lm_file": "/w/exp/lm/valid.loss.best.pth", "train_s": 1620}
+    assert result["pretrain_s"] == 655  # the LM's time is its own figure
+    capsys.readouterr()
+    reference_results.main(["table", str(tmp_path / "reference.json")])
+    assert capsys.readouterr().out.splitlines()[2].split("|")[3].strip() == "yes (1620)"
+
+
+def test_collect_refuses_test_sets_decoded_with_different_lms(tmp_path):
+    with pytest.raises(SystemExit, match="different LMs"):
+        collect_lm_run(tmp_path, "/w/exp/lm/valid.loss.best.pth", "none")
+
+
+def test_collect_refuses_an_lm_decoding_without_the_lm_clock(tmp_path):
+    with pytest.raises(SystemExit, match="train_time.json not found"):
+        collect_lm_run(tmp_path, "/w/lm.pth", "/w/lm.pth", lm_clock=False)
 
 
 def test_table_puts_runs_side_by_side(tmp_path, capsys):
@@ -70,6 +104,7 @@ def test_table_puts_runs_side_by_side(tmp_path, capsys):
     assert [row.split("|")[1].strip() for row in rows[2:]] == ["ssl", "random"]
     assert "40.00 (1073)" in rows[2] and "0.999 0.778" in rows[2]
     assert rows[2].split("|")[2].strip() == "char (4 tokens)"
+    assert rows[2].split("|")[3].strip() == "none"
 
 
 def test_collect_reads_a_token_list_file(tmp_path):

@@ -14,7 +14,8 @@
 #   6 upstream: a hub name or file as given, or (built-in) a random-init ESPnet HuBERT
 #     (torchaudio_hubert) pre-trained with ESPnet's HuBERT task on MFCC k-means units of
 #     the training and unlabeled audio (--pretrain false: left random-init)
-#   7 shape files   8 32-bit training   9 32-bit decoding + scoring
+#   7 shape files (--use_lm true: and the LM's text and shapes)
+#   8 32-bit training (--use_lm true: and the LM)   9 32-bit decoding + scoring
 #   10 compression with --mpq_config (initialised and distilled from the 32-bit model)
 #   11 decoding of the compressed model   12 scoring against the 32-bit model (sclite, sc_stats)
 #   13 packed export + report ($work/exp/results.md, bits-per-layer PNG)
@@ -26,6 +27,10 @@
 # every run of stages 6, 8 and 10 (resumes included) is summed in pretrain_time.json,
 # asr_fp32/train_time.json and compression_time.json; each train.log keeps the log of every
 # run. Bad options stop run.sh with one "error:" line.
+# --use_lm true adds a language model (ESPnet's LM task, conf/train_lm.yaml, the ASR's token
+# list) trained in stage 8 on --lm_text, and decodes with shallow fusion (conf/decode_asr_lm.yaml)
+# in stages 9 and 11. Each decode_<set>/decoding.txt says which LM made it; a set decoded with
+# another LM (or none) is decoded again.
 set -euo pipefail
 
 log() { echo "$(date '+%F %T') (${0##*/}) $*"; }
@@ -51,6 +56,13 @@ speed_perturb_factors=""   # e.g. "0.9 1.0 1.1"
 upstream=""          # empty: build (and pre-train) an ESPnet HuBERT in stage 6; else an s3prl hub name or a checkpoint
 pretrain=true        # stage 6: HuBERT pre-training of the built upstream (false: fine-tune it from random init)
 pretrain_config=conf/pretrain_hubert.yaml
+use_lm=false         # true: train an LM in stage 8 and decode with it (shallow fusion) in stages 9 and 11
+lm_config=conf/train_lm.yaml
+decode_lm_config=conf/decode_asr_lm.yaml
+lm_text=""           # LM training text (Kaldi text); empty: built-in corpus: WordNet's text without any dev or
+                     # test transcript (local/lm_text.py); LibriSpeech: the training transcripts
+lm_max_lines=0       # built-in LM text: keep the first N lines (0: all)
+lm_overrides=""      # compose_config --set items for the LM training
 upstream_arch=hubert # model class of a local checkpoint (hubert or wav2vec2)
 corpus=""            # LibriSpeech-layout root; empty: $LIBRISPEECH, or $work/db/LibriSynth (built-in)
 # Subsets by role, so that config sets name roles ("$test_clean $test_other"), not a corpus's subsets.
@@ -83,6 +95,9 @@ done
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage: nothing to run"
 [[ $force =~ ^(true|false)$ ]] || die "--force $force: must be true or false"
 [[ $pretrain =~ ^(true|false)$ ]] || die "--pretrain $pretrain: must be true or false"
+[[ $use_lm =~ ^(true|false)$ ]] || die "--use_lm $use_lm: must be true or false"
+[[ $lm_max_lines =~ ^[0-9]+$ ]] || die "--lm_max_lines $lm_max_lines: must be a non-negative integer"
+[ -z "$lm_text" ] || [ -s "$lm_text" ] || die "--lm_text $lm_text: no such file, or empty"
 corpus=${corpus:-${LIBRISPEECH:-$work/db/LibriSynth}}
 
 # ---------------------------------------------------------------- names and paths
@@ -101,6 +116,9 @@ fi
 token_list=$token_dir/tokens.txt
 fp32_dir=$exp/asr_fp32
 fp32_model=$fp32_dir/valid.loss.best.pth
+lm_dir=$exp/lm
+lm_model=$lm_dir/valid.loss.best.pth
+lm_data=$data/lm
 
 upstream_dir=$exp/upstream
 random_ckpt=$upstream_dir/random/model.pth
@@ -179,14 +197,32 @@ clock_json() {
   mv "$out.tmp" "$out"
 }
 
-# decode CONFIG MODEL DIR: decoding (conf/decode_asr.yaml) of every test set into DIR/decode_<set>/text.
-# The sets not yet done run side by side, $nj jobs shared among them (at least one each).
+# decoding_txt: what decode_<set>/decoding.txt holds, the LM in use and its checksum (a directory
+# without it was decoded before run.sh had LMs: without one).
+decoding_txt() {
+  if [ "$use_lm" = true ]; then
+    printf 'lm_file: %s\nlm_md5: %s\n' "$(realpath -ms "$lm_model")" "$(md5sum < "$lm_model" | cut -d' ' -f1)"
+  else
+    echo "lm_file: none"
+  fi
+}
+decoded_with() {  # decoded_with DIR: the decoding.txt of DIR (the no-LM one if absent)
+  if [ -f "$1/decoding.txt" ]; then cat "$1/decoding.txt"; else echo "lm_file: none"; fi
+}
+
+# decode CONFIG MODEL DIR: decoding (conf/decode_asr.yaml, or conf/decode_asr_lm.yaml with the LM)
+# of every test set into DIR/decode_<set>/text. The sets not yet done with this LM run side by side,
+# $nj jobs shared among them (at least one each).
 decode() {
   local config=$1 model=$2 dir=$3 dset sets=() pids=()
   for dset in $test_sets; do
-    [ -f "$dir/decode_$dset/.done" ] || sets+=("$dset")
+    [ -f "$dir/decode_$dset/.done" ] && [ "$(decoded_with "$dir/decode_$dset")" = "$(decoding_txt)" ] \
+      || sets+=("$dset")
   done
   [ ${#sets[@]} -gt 0 ] || return 0
+  if [ "$use_lm" = true ]; then
+    [ -f "$lm_dir/.done" ] || die "--use_lm true: the LM has not been trained ($lm_dir/.done missing): run stage 8"
+  fi
   for dset in "${sets[@]}"; do
     decode_set "$config" "$model" "$dir/decode_$dset" "$dset" $(( nj > ${#sets[@]} ? nj / ${#sets[@]} : 1 )) &
     pids+=($!)
@@ -203,8 +239,9 @@ wait_all() {
 
 # decode_set CONFIG MODEL OUT SET JOBS: one test set (local/decode_set.sh) into OUT.
 decode_set() {
-  local/decode_set.sh "$dump/$4" "$3" "$5" --config "$decode_config" --asr_train_config "$1" \
-    --asr_model_file "$2" --ngpu 0
+  local lm_args=(--config "$decode_config")
+  [ "$use_lm" = false ] || lm_args=(--config "$decode_lm_config" --lm_train_config "$lm_dir/config.yaml" --lm_file "$lm_model")
+  DECODING_TXT=$(decoding_txt) local/decode_set.sh "$dump/$4" "$3" "$5" "${lm_args[@]}" --asr_train_config "$1" --asr_model_file "$2" --ngpu 0
 }
 
 log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
@@ -323,6 +360,31 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   [ "$train_dir/text_shape" -nt "$token_list" ] && [ "$valid_dir/text_shape" -nt "$token_list" ] \
     || python local/kaldi_dir.py shapes --src "$train_dir" "$valid_dir" --token_type "$token_type" \
       --bpemodel "${bpemodel/none/}"
+  if [ "$use_lm" = true ] && [ ! -f "$lm_data/.done" ]; then
+    mkdir -p "$lm_data"
+    if [ -n "$lm_text" ]; then
+      cp "$lm_text" "$lm_data/text"
+    elif [ "$corpus" = "$work/db/LibriSynth" ]; then
+      # Every subset of the corpus that is not training audio is held out of the LM's text.
+      held_out=()
+      for dir in "$corpus"/*/; do
+        case " $train_subset $unlab_subsets " in *" $(basename "$dir") "*) ;; *) held_out+=("$dir") ;; esac
+      done
+      python local/lm_text.py --exclude "${held_out[@]}" --max_lines "$lm_max_lines" --output "$lm_data/text"
+    else
+      cp "$train_dir/text" "$lm_data/text"
+    fi
+    head -n 200 "$valid_dir/text" > "$lm_data/valid_text"
+    # ESPnet's LM shape files (its --collect_stats, as asr.sh does: text only, no model).
+    rm -rf "$lm_data/stats"
+    python -m espnet_mpq.bin.espnet espnet2.bin.lm_train --collect_stats true --use_preprocessor true \
+      --token_type "$token_type" --token_list "$token_list" --bpemodel "$bpemodel" --cleaner none --g2p none \
+      --non_linguistic_symbols none --config "$lm_config" --output_dir "$lm_data/stats" \
+      --train_data_path_and_name_and_type "$lm_data/text,text,text" --train_shape_file "$lm_data/text" \
+      --valid_data_path_and_name_and_type "$lm_data/valid_text,text,text" --valid_shape_file "$lm_data/valid_text" \
+      > "$lm_data/stats.log" 2>&1 || die "LM shape files failed, see $lm_data/stats.log"
+    touch "$lm_data/.done"
+  fi
   log "Stage 7: done in $((SECONDS - t0)) s"
 fi
 
@@ -336,6 +398,25 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     clock_stop
     clock_json "$fp32_dir" "$fp32_dir/train_time.json"
     touch "$fp32_dir/.done"
+  fi
+  if [ "$use_lm" = true ] && [ ! -f "$lm_dir/.done" ]; then
+    [ -f "$lm_data/.done" ] || die "--use_lm true: no LM text ($lm_data/.done missing): run stage 7"
+    log "Stage 8: LM training -> $lm_dir (log: $lm_dir/train.log)"
+    mkdir -p "$lm_dir"
+    lm_sets=""; for s in $lm_overrides; do lm_sets+=" --set $s"; done
+    # shellcheck disable=SC2086
+    python -m espnet_mpq.bin.compose_config --base "$lm_config" $lm_sets --output "$lm_dir/train.yaml"
+    clock_start "$lm_dir"
+    ${train_cmd} "$lm_dir/train.log" python -m espnet_mpq.bin.espnet espnet2.bin.lm_train --config "$lm_dir/train.yaml" \
+      --output_dir "$lm_dir" --ngpu "$ngpu" --resume true --use_preprocessor true --token_type "$token_type" \
+      --token_list "$token_list" --bpemodel "$bpemodel" --cleaner none --g2p none --non_linguistic_symbols none \
+      --train_data_path_and_name_and_type "$lm_data/text,text,text" \
+      --train_shape_file "$lm_data/stats/train/text_shape" \
+      --valid_data_path_and_name_and_type "$lm_data/valid_text,text,text" \
+      --valid_shape_file "$lm_data/stats/valid/text_shape" --fold_length 150
+    clock_stop
+    clock_json "$lm_dir" "$lm_dir/train_time.json"
+    touch "$lm_dir/.done"
   fi
   log "Stage 8: done in $((SECONDS - t0)) s"
 fi
@@ -409,6 +490,9 @@ fi
 if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
   log "Stage 12: scoring $tag against fp32 (WER, MAPSSWE)"; t0=$SECONDS
   for dset in $test_sets; do
+    [ "$(decoded_with "$fp32_dir/decode_$dset")" = "$(decoded_with "$mpq_dir/decode_$dset")" ] \
+      || die "$fp32_dir/decode_$dset and $mpq_dir/decode_$dset were decoded with different LMs" \
+        "($(decoded_with "$fp32_dir/decode_$dset") / $(decoded_with "$mpq_dir/decode_$dset")): run stages 9 and 11 again"
     python -m espnet_mpq.bin.score --ref "$dump/$dset/text" --hyp "fp32=$fp32_dir/decode_$dset/text" \
       --hyp "$tag=$mpq_dir/decode_$dset/text" --baseline fp32 --output_json "$mpq_dir/decode_$dset/score.json" \
       --errs_dir "$mpq_dir/decode_$dset/scoring"

@@ -83,6 +83,8 @@ from espnet_mpq.bin import score as score_cli
 from espnet_mpq.core.budget import AVG_BITS_TOLERANCE
 from espnet_mpq.scoring.mapsswe import ALPHA
 
+from decoding_note import DecodingNoteError, same_lm  # local/
+
 RECIPE = Path(__file__).resolve().parents[1]
 FP32 = "fp32"
 # Condition -> its Kaldi set name on the built-in corpus, then on LibriSpeech (run.sh's roles).
@@ -488,8 +490,12 @@ def collect(exp: Path, systems: list[str], out_dir: Path, results_md: Path, conf
     sets = condition_sets(system_dir(exp, FP32))
     rows = [row for name in [FP32, *systems] if (row := system_result(name, system_dir(exp, name), sets))]
     rows.sort(key=lambda r: (METHODS.index(r["method"]), -(r["target_bits"] or r["avg_bits"]), r["name"]))
+    try:  # every WER of the table from the same decoding: one LM or none
+        lm = same_lm([system_dir(exp, r["name"]) / f"decode_{dset}" for r in rows for dset in sets.values()])
+    except DecodingNoteError as error:
+        raise SystemExit(f"benchmark: {error}") from None
     comparisons = [c for pair in comparison_pairs(rows) if (c := compare(exp, *pair, sets)) is not None]
-    result = {"config_set": config_set, "test_set": sets, "systems": rows, **summarise(rows),
+    result = {"config_set": config_set, "test_set": sets, "lm_file": lm, "systems": rows, **summarise(rows),
               "comparisons": comparisons, "seed_spread": seed_spread(rows),
               "wall_clock_seconds": wall_clock(exp / CLOCK),
               "fp32_training_curve": training_curve(system_dir(exp, FP32))}

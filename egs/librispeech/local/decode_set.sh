@@ -4,7 +4,8 @@
 # (in the recipe directory) -> OUT_DIR/text, every utterance of DATA_DIR/wav.scp sorted by key,
 # and OUT_DIR/.done; job J logs to OUT_DIR/log/decode.J.log. OUT_DIR is emptied first. Jobs start
 # through $decode_cmd (cmd.sh; default utils/run_local.sh). Exits 1 after every job has ended
-# when one failed or an utterance has no hypothesis.
+# when one failed or an utterance has no hypothesis. If DECODING_TXT is set, its value is written
+# to OUT_DIR/decoding.txt before OUT_DIR/.done (run.sh records the LM there).
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n 2,7p "$0" >&2; exit 1; }
 data=$1 out=$2 jobs=$3
@@ -31,4 +32,5 @@ cat "$out"/output.*/1best_recog/text 2>/dev/null | sort > "$out/.text.tmp" || tr
 got=$(wc -l < "$out/.text.tmp")
 [ "$got" -eq "$n" ] || { echo "$0: $got of $n utterances of $data decoded, see $out/log/" >&2; exit 1; }
 mv "$out/.text.tmp" "$out/text"
+[ -z "${DECODING_TXT:-}" ] || printf '%s\n' "$DECODING_TXT" > "$out/decoding.txt"
 touch "$out/.done"

@@ -9,6 +9,7 @@ Reads, for each system directory (run.sh's stages 10-13 write them):
     size.json                  espnet_mpq.bin.export's report (bits, ratios, packed size)
     decode_<set>/score.json    espnet_mpq.bin.score's output (WER, MAPSSWE against fp32)
     compression_time.json      {"seconds", "device", "quantizer"} of stage 10
+    decode_<set>/decoding.txt  run.sh: the LM the set was decoded with (refused when they differ)
 and the 32-bit model's size.json and decode_<set>/score.json in --fp32_dir. Writes
 (atomically) --output, a Markdown table with one row per system and test set:
 
@@ -27,6 +28,8 @@ import json
 import logging
 import os
 from pathlib import Path
+
+from decoding_note import DecodingNoteError, same_lm  # local/
 
 FP32 = "fp32"
 HEADER = ("system", "test set", "WER %", "p (MAPSSWE)", "lossless", "avg bits", "ratio upstream",
@@ -107,10 +110,15 @@ def main() -> None:
     if not rows:
         rows = system_rows(FP32, args.fp32_dir, args.fp32_dir, args.test_sets, "-")
 
+    try:
+        lm = same_lm([d / f"decode_{dset}" for d in [args.fp32_dir, *args.systems] for dset in args.test_sets])
+    except DecodingNoteError as error:
+        raise SystemExit(f"make_report: {error}") from None
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     text = "\n".join(lines) + "\n\nWER on each test set; p: MAPSSWE against fp32; lossless: not significantly " \
-        "worse than fp32 at alpha = 0.05; ratios: 32-bit size over stored size.\n"
+        "worse than fp32 at alpha = 0.05; ratios: 32-bit size over stored size. Decoding: " + \
+        (f"CTC prefix beam search with the LM {lm}.\n" if lm else "without an LM.\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".{args.output.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -9,6 +9,8 @@ Usage:
 ``collect`` reads a run.sh work directory's exp/:
 
     asr_fp32/decode_<set>/score.json       espnet_mpq.bin.score (stage 9): WER, words, utterances
+    asr_fp32/decode_<set>/decoding.txt     run.sh: the LM decoding used (absent: none, runs before LMs)
+    lm/train_time.json                     stage 8's LM training wall clock (--use_lm true)
     asr_fp32/config.yaml                   ESPnet's config: token_type and the token list (output units)
     asr_fp32/train.log                     ESPnet's epoch results: time per epoch, valid CER
     asr_fp32/train_time.json               stage 8's wall clock (absent in runs before it was written)
@@ -20,6 +22,7 @@ and writes (atomically) the JSON that egs/librispeech/results/reference.json hol
     {"upstream": "ssl" | "random",
      "test_clean": {"wer": %, "utterances": n, "words": n}, "test_other": {...},
      "units": {"token_type": "char" | "bpe" | ..., "tokens": n},
+     "lm": null | {"lm_file": path, "train_s": s},
      "pretrain_s": s, "finetune_s": s, "finetune_s_from": "...", "device": "...",
      "valid_cer_per_epoch": [...], "pretrain_valid_acc_m_per_epoch": [...], "conditions": "..."}
 
@@ -28,6 +31,8 @@ finetune_s is stage 8's, from asr_fp32/train_time.json (run.sh since 2026-11-26 
 every run of the stage summed); without that file it is the sum of ESPnet's per-epoch train +
 valid times (each epoch logged once: start-up and the lost part of an interrupted epoch are
 not in it). ``finetune_s_from`` says which.
+Both test sets must have been decoded with the same LM (or both without one); ``lm`` says
+which, and its training time is not in pretrain_s or finetune_s.
 ``table`` prints a Markdown table of several such files side by side.
 """
 from __future__ import annotations
@@ -40,6 +45,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from decoding_note import DecodingNoteError, same_lm  # local/
 
 EPOCH = re.compile(r"(\d+)epoch results: \[train\](.*?)\[valid\](.*?)(?:\[att_plot\]|$)", re.M)
 TIME = re.compile(r"time=((?:[\d.]+ (?:hours?|minutes?|seconds?)(?:,? and |, )?)+)")
@@ -75,6 +82,20 @@ def test_figures(score_json: Path) -> dict:
     score = json.loads(score_json.read_text())
     fp32 = score["systems"]["fp32"]
     return {"wer": round(fp32["wer"], 2), "utterances": score["num_utterances"], "words": fp32["words"]}
+
+
+def lm_figures(exp: Path, decode_dirs: list[Path]) -> dict | None:
+    """{"lm_file", "train_s"} of the LM every decode_dir used, None for none; refuses a mixture."""
+    try:
+        lm_file = same_lm(decode_dirs)
+    except DecodingNoteError as error:
+        raise SystemExit(str(error)) from None
+    if lm_file is None:
+        return None
+    wall = exp / "lm" / "train_time.json"
+    if not wall.is_file():
+        raise SystemExit(f"{wall} not found: decoded with {lm_file}, but stage 8's LM training has no wall clock")
+    return {"lm_file": lm_file, "train_s": round(float(json.loads(wall.read_text())["seconds"]), 1)}
 
 
 def load_config(config: Path) -> dict:
@@ -122,6 +143,7 @@ def collect(args: argparse.Namespace) -> None:
     check_upstream(conf, config, args.upstream, ssl_dir)
     for key, dset in (("test_clean", args.test_clean), ("test_other", args.test_other)):
         result[key] = test_figures(fp32_dir / f"decode_{dset}" / "score.json")
+    result["lm"] = lm_figures(args.exp, [fp32_dir / f"decode_{d}" for d in (args.test_clean, args.test_other)])
     pretrain, device = 0.0, args.device
     if args.upstream == "ssl":
         timing = json.loads((ssl_dir / "pretrain_time.json").read_text())
@@ -152,13 +174,14 @@ def collect(args: argparse.Namespace) -> None:
 
 def table(args: argparse.Namespace) -> None:
     runs = [json.loads(path.read_text()) for path in args.files]
-    print("| upstream | units | test_clean WER % (words) | test_other WER % (words) | pre-training s | "
-          "fine-tuning s | valid CER per epoch | device |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| upstream | units | LM (training s) | test_clean WER % (words) | test_other WER % (words) | "
+          "pre-training s | fine-tuning s | valid CER per epoch | device |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         curve = " ".join(f"{c:.3f}" for c in r["valid_cer_per_epoch"] if c is not None)
         units = f"{r['units']['token_type']} ({r['units']['tokens']} tokens)" if "units" in r else "-"
-        print(f"| {r['upstream']} | {units} | {r['test_clean']['wer']:.2f} ({r['test_clean']['words']}) | "
+        lm = f"yes ({r['lm']['train_s']:.0f})" if r.get("lm") else "none"
+        print(f"| {r['upstream']} | {units} | {lm} | {r['test_clean']['wer']:.2f} ({r['test_clean']['words']}) | "
               f"{r['test_other']['wer']:.2f} ({r['test_other']['words']}) | {r['pretrain_s']:.0f} | "
               f"{r['finetune_s']:.0f} | {curve} | {r['device']} |")
 

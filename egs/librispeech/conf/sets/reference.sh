@@ -25,3 +25,4 @@ kmeans_utts=3000
 pretrain_overrides="max_epoch=3"
 train_overrides=""
 fp32_overrides="max_epoch=20"
+use_lm=true                              # character LSTM LM on WordNet's text (stage 8), shallow fusion (9, 11)

@@ -16,3 +16,6 @@ kmeans_utts=24
 pretrain_overrides="max_epoch=1 batch_size=4"
 train_overrides="max_epoch=1 batch_size=4 encoder_conf.output_size=32 encoder_conf.linear_units=64"
 fp32_overrides=""                        # ... for the 32-bit training (stage 8) only
+use_lm=true                              # the LM path too (stages 7-9, 11): a tiny LM on 300 lines
+lm_max_lines=300
+lm_overrides="max_epoch=1 batch_size=8 lm_conf.unit=16"
