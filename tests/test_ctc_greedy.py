@@ -1,5 +1,6 @@
 """CTC best path: merge repeats, then drop blanks (espnet_mpq.asr.ctc_greedy)."""
 import pytest
+import yaml
 
 from espnet_mpq.asr.ctc_greedy import check_greedy_options, ctc_best_path
 
@@ -53,4 +54,21 @@ def test_a_ctc_greedy_that_is_not_a_boolean_is_refused_before_decoding(tmp_path,
               "--data_path_and_name_and_type", "missing.scp,speech,sound"])
     assert stop.value.code == 1
     assert f"ctc_greedy {value}: allowed true or false" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_beam_wider_than_the_token_list_is_refused_before_decoding(tmp_path, capsys, inline):
+    from espnet_mpq.bin.asr_inference import main
+
+    tokens = ["<blank>", "<unk>", "A", "B", "<sos/eos>"]
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text("\n".join(tokens) + "\n")
+    asr_config = tmp_path / "config.yaml"
+    asr_config.write_text(yaml.safe_dump({"token_list": tokens if inline else str(token_file)}))
+    with pytest.raises(SystemExit) as stop:
+        main(["--asr_train_config", str(asr_config), "--beam_size", "6", "--output_dir", str(tmp_path / "out"),
+              "--data_path_and_name_and_type", "missing.scp,speech,sound"])
+    assert stop.value.code == 1
+    assert f"beam_size 6: at most the model's 5 output tokens ({asr_config})" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -19,6 +19,9 @@ A bad config, model file or option of this package ends the run with one
 ``error: ...`` line and exit status 1 (espnet_mpq.bin.cli).
 """
 import logging
+from pathlib import Path
+
+import yaml
 
 from espnet_mpq.bin.cli import run
 from espnet_mpq.register import register
@@ -39,6 +42,20 @@ def decoding_task():
             return model, args
 
     return DecodingTask
+
+
+def check_beam_size(options: dict) -> None:
+    """Refuse a beam wider than the model's token list (ESPnet's beam search fails at its first
+    step with torch's "selected index k out of range")."""
+    config = options.get("asr_train_config")
+    if not config or not Path(config).is_file():
+        return  # ESPnet names a missing config itself
+    tokens = (yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}).get("token_list")
+    if isinstance(tokens, str):
+        tokens = Path(tokens).read_text(encoding="utf-8").split() if Path(tokens).is_file() else None
+    beam = options.get("beam_size")
+    if isinstance(tokens, list) and isinstance(beam, int) and beam > len(tokens):
+        raise ValueError(f"beam_size {beam}: at most the model's {len(tokens)} output tokens ({config})")
 
 
 def main(cmd=None):
@@ -68,6 +85,8 @@ def _main(cmd=None):
 
         check_greedy_options(options)
         inference.Speech2Text = GreedyCTCSpeech2Text  # inference() builds its decoder through this name
+    else:
+        check_beam_size(options)
     try:
         inference.inference(**options)
     finally:
