@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from synthesize_corpus import CorpusError, wordnet_glosses  # local/
+
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 
 
@@ -42,19 +44,12 @@ def normalise(text: str) -> str | None:
 
 def wordnet_lines(wordnet_dir: Path):
     """Every definition and example of WordNet's data files, normalised (None ones skipped)."""
-    for name in WORDNET_FILES:
-        path = wordnet_dir / name
-        if not path.is_file():
-            raise LmTextError(f"{path} not found: install wordnet-base or pass --wordnet_dir")
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith(" ") or "|" not in line:  # license header
-                continue
-            gloss = line.split("|", 1)[1]
-            pieces = re.findall(r'"([^"]*)"', gloss) + re.sub(r'"[^"]*"', ";", gloss).split(";")
-            for piece in pieces:
-                text = normalise(piece)
-                if text is not None:
-                    yield text
+    for gloss in wordnet_glosses(wordnet_dir, WORDNET_FILES):
+        pieces = re.findall(r'"([^"]*)"', gloss) + re.sub(r'"[^"]*"', ";", gloss).split(";")
+        for piece in pieces:
+            text = normalise(piece)
+            if text is not None:
+                yield text
 
 
 def read_transcripts(paths: list[Path]) -> set[str]:
@@ -116,7 +111,7 @@ def main(argv=None) -> int:
                 kept.append(line)
                 if len(kept) == args.max_lines:
                     break
-    except LmTextError as error:
+    except (LmTextError, CorpusError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)

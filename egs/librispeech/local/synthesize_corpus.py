@@ -140,21 +140,26 @@ def normalise(example: str) -> str | None:
     return " ".join(words)
 
 
-def read_phrases(wordnet_dir: Path) -> list[str]:
-    """Distinct normalised WordNet example phrases, sorted by transcript."""
-    by_transcript: dict[str, str] = {}
-    for name in WORDNET_FILES:
+def wordnet_glosses(wordnet_dir: Path, names: tuple[str, ...] = WORDNET_FILES):
+    """The gloss (definitions; "quoted examples") of every synset of WordNet's data files ``names``."""
+    for name in names:
         path = wordnet_dir / name
         if not path.is_file():
             raise CorpusError(f"{path} not found: install wordnet-base or pass --wordnet_dir")
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith(" ") or "|" not in line:  # license header
                 continue
-            gloss = line.split("|", 1)[1]
-            for example in re.findall(r'"([^"]*)"', gloss):
-                phrase = normalise(example)
-                if phrase is not None:
-                    by_transcript.setdefault(phrase.upper(), phrase)
+            yield line.split("|", 1)[1]
+
+
+def read_phrases(wordnet_dir: Path) -> list[str]:
+    """Distinct normalised WordNet example phrases, sorted by transcript."""
+    by_transcript: dict[str, str] = {}
+    for gloss in wordnet_glosses(wordnet_dir):
+        for example in re.findall(r'"([^"]*)"', gloss):
+            phrase = normalise(example)
+            if phrase is not None:
+                by_transcript.setdefault(phrase.upper(), phrase)
     return [by_transcript[key] for key in sorted(by_transcript)]
 
 
