@@ -65,6 +65,15 @@ def test_max_lines(tmp_path, wordnet):
     assert len(run(tmp_path, wordnet, "--exclude", str(held_out), "--max_lines", "2")) == 2
 
 
+def test_no_line_left_is_an_error_not_an_empty_file(tmp_path, wordnet, capsys):
+    held_out = tmp_path / "text"
+    held_out.write_text("u THE\nv A\nw HE\nx THAT\ny HER\n")  # every line holds one of these words
+    out = tmp_path / "lm" / "text"
+    assert lm_text.main(["--wordnet_dir", str(wordnet), "--exclude", str(held_out), "--output", str(out)]) == 1
+    assert "no line of LM text left (5 dropped as held out)" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("case", ["missing exclude", "directory without transcripts", "no wordnet"])
 def test_bad_input_is_one_error_line(tmp_path, wordnet, capsys, case):
     exclude, root = tmp_path / "nope.txt", wordnet

@@ -167,6 +167,15 @@ def test_bad_lm_options_are_refused(tmp_path, option, value, message):
     assert result.returncode != 0 and message in result.stderr
 
 
+def test_an_lm_built_from_other_text_is_refused(tmp_path):
+    (tmp_path / "data" / "lm").mkdir(parents=True)
+    (tmp_path / "data" / "lm" / "source").write_text("lm_text: built-in lm_max_lines: 300\n")
+    result = run_recipe("--work", str(tmp_path), "--use_lm", "true", "--stage", "9", "--stop_stage", "9")
+    assert result.returncode != 0
+    assert "was built from 'lm_text: built-in lm_max_lines: 300', not 'lm_text: built-in lm_max_lines: 0'" \
+        in result.stderr
+
+
 def test_unknown_option_is_refused(tmp_path):
     result = run_recipe("--work", str(tmp_path), "--no_such_option", "1")
     assert result.returncode != 0

@@ -119,6 +119,11 @@ fp32_model=$fp32_dir/valid.loss.best.pth
 lm_dir=$exp/lm
 lm_model=$lm_dir/valid.loss.best.pth
 lm_data=$data/lm
+# Where the LM's text came from; an LM built from other text is refused, not silently reused.
+lm_source="lm_text: ${lm_text:-built-in} lm_max_lines: $lm_max_lines"
+if [ "$use_lm" = true ] && [ -f "$lm_data/source" ] && [ "$(cat "$lm_data/source")" != "$lm_source" ]; then
+  die "$lm_data was built from '$(cat "$lm_data/source")', not '$lm_source': remove $lm_data and $lm_dir to rebuild the LM"
+fi
 
 upstream_dir=$exp/upstream
 random_ckpt=$upstream_dir/random/model.pth
@@ -214,17 +219,18 @@ decoded_with() {  # decoded_with DIR: the decoding.txt of DIR (the no-LM one if 
 # of every test set into DIR/decode_<set>/text. The sets not yet done with this LM run side by side,
 # $nj jobs shared among them (at least one each).
 decode() {
-  local config=$1 model=$2 dir=$3 dset sets=() pids=()
-  for dset in $test_sets; do
-    [ -f "$dir/decode_$dset/.done" ] && [ "$(decoded_with "$dir/decode_$dset")" = "$(decoding_txt)" ] \
-      || sets+=("$dset")
-  done
-  [ ${#sets[@]} -gt 0 ] || return 0
+  local config=$1 model=$2 dir=$3 dset sets=() pids=() want
   if [ "$use_lm" = true ]; then
     [ -f "$lm_dir/.done" ] || die "--use_lm true: the LM has not been trained ($lm_dir/.done missing): run stage 8"
   fi
+  want=$(decoding_txt)
+  for dset in $test_sets; do
+    [ -f "$dir/decode_$dset/.done" ] && [ "$(decoded_with "$dir/decode_$dset")" = "$want" ] || sets+=("$dset")
+  done
+  [ ${#sets[@]} -gt 0 ] || return 0
   for dset in "${sets[@]}"; do
-    decode_set "$config" "$model" "$dir/decode_$dset" "$dset" $(( nj > ${#sets[@]} ? nj / ${#sets[@]} : 1 )) &
+    DECODING_TXT=$want decode_set "$config" "$model" "$dir/decode_$dset" "$dset" \
+      $(( nj > ${#sets[@]} ? nj / ${#sets[@]} : 1 )) &
     pids+=($!)
   done
   wait_all "${pids[@]}" || die "decoding failed, see $dir/decode_*/log/"
@@ -237,11 +243,12 @@ wait_all() {
   return "$failed"
 }
 
-# decode_set CONFIG MODEL OUT SET JOBS: one test set (local/decode_set.sh) into OUT.
+# decode_set CONFIG MODEL OUT SET JOBS: one test set (local/decode_set.sh) into OUT (and $DECODING_TXT
+# into OUT/decoding.txt).
 decode_set() {
   local lm_args=(--config "$decode_config")
   [ "$use_lm" = false ] || lm_args=(--config "$decode_lm_config" --lm_train_config "$lm_dir/config.yaml" --lm_file "$lm_model")
-  DECODING_TXT=$(decoding_txt) local/decode_set.sh "$dump/$4" "$3" "$5" "${lm_args[@]}" --asr_train_config "$1" --asr_model_file "$2" --ngpu 0
+  local/decode_set.sh "$dump/$4" "$3" "$5" "${lm_args[@]}" --asr_train_config "$1" --asr_model_file "$2" --ngpu 0
 }
 
 log "$0 $* (config set $config_set, corpus $corpus, compression $mpq_config: $quantizer)"
@@ -374,6 +381,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     else
       cp "$train_dir/text" "$lm_data/text"
     fi
+    echo "$lm_source" > "$lm_data/source"
     head -n 200 "$valid_dir/text" > "$lm_data/valid_text"
     # ESPnet's LM shape files (its --collect_stats, as asr.sh does: text only, no model).
     rm -rf "$lm_data/stats"

@@ -13,17 +13,17 @@ keyed as a Kaldi text line (``wordnet-000001 TEXT``) for ``espnet2.bin.lm_train`
 Held-out text never enters: a line is dropped when any transcript of --exclude occurs in
 it as a run of whole words. --exclude takes Kaldi ``text`` files and LibriSpeech-layout
 directories (every ``*.trans.txt`` under them). --max_lines keeps the first N lines (tests
-and quick runs). The output is written atomically; a summary (lines kept, lines dropped as
+and quick runs). No line left is an error. The output is written atomically; a summary (lines kept, lines dropped as
 held out, words) goes to the log.
 """
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
-from synthesize_corpus import CorpusError, wordnet_glosses  # local/
+from librispeech_layout import write_text_atomic  # local/
+from synthesize_corpus import CorpusError, wordnet_glosses
 
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 
@@ -111,13 +111,12 @@ def main(argv=None) -> int:
                 kept.append(line)
                 if len(kept) == args.max_lines:
                     break
+        if not kept:
+            raise LmTextError(f"{args.wordnet_dir}: no line of LM text left ({dropped} dropped as held out)")
     except (LmTextError, CorpusError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text("".join(f"wordnet-{index:06d} {line}\n" for index, line in enumerate(kept, 1)), encoding="utf-8")
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, "".join(f"wordnet-{index:06d} {line}\n" for index, line in enumerate(kept, 1)))
     words = sum(len(line.split()) for line in kept)
     logging.info(f"{args.output}: {len(kept)} lines, {words} words; {dropped} lines dropped as they hold "
                  f"held-out text ({len(held_out)} transcripts)")
