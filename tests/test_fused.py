@@ -82,6 +82,21 @@ def test_a_weight_split_into_blocks_of_channels_gives_the_same_values_and_gradie
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_results_stay_valid_when_the_next_call_reuses_the_scratch_buffers():
+    """The candidate loop's scratch buffers are shared by every call: nothing returned may live there."""
+    bits = (2, 4, 8)
+    call = lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=False)  # noqa: E731
+    values_and_grads(call, *inputs(SHAPES["linear"], bits))  # the buffers grow to this weight's needs
+    w, scales, g, grad_out = inputs(SHAPES["linear"], bits, seed=1)
+    w, scales, g = (t.clone().requires_grad_() for t in (w, scales, g))
+    out = call(w, scales, g)
+    out.backward(grad_out)
+    kept = [t.clone() for t in (out, w.grad, scales.grad, g.grad)]
+    values_and_grads(call, *inputs(SHAPES["linear"], bits, seed=2))  # a forward and backward over the same buffers
+    for before, after in zip(kept, (out, w.grad, scales.grad, g.grad)):
+        assert torch.equal(before, after)
+
+
 def test_the_default_strategy_loops_on_the_cpu_and_broadcasts_elsewhere(monkeypatch):
     chosen = []
     kernels = fused._kernels
@@ -131,6 +146,20 @@ def test_compiled_kernels_give_the_same_values_and_gradients(broadcast):
                                 w, scales, g, grad_out)
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_compiled_kernels_compile_once_per_kind_of_weight(broadcast):
+    """Later steps over the same weights (new values) compile nothing: the kernels hold no state
+    that torch.compile would guard on (the eager loop's reused scratch buffers stay out of them)."""
+    bits = (2, 4, 8)
+    step = lambda *a: fused_mix_fake_quantize(*a, bits, compile=True, broadcast=broadcast)  # noqa: E731
+    shapes = [SHAPES["linear"], (40, 30), SHAPES["conv1d"]]
+    for shape in shapes:
+        values_and_grads(step, *inputs(shape, bits))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for shape in shapes:
+            values_and_grads(step, *inputs(shape, bits, seed=3))
 
 
 class HostToDevice(torch.utils._python_dispatch.TorchDispatchMode):

@@ -20,8 +20,8 @@ LSQ scale gradient); the backward pass is written out:
 pass: it recomputes L_i and m_i from W, s and g. Two strategies give the same
 values and gradients:
 
-- candidate loop (default on the CPU): in place in two or three weight-sized
-  buffers reused by every candidate; about 35 operators per candidate and step.
+- candidate loop (default on the CPU): in place in a few block-sized buffers
+  reused by every candidate; about 12 operators per candidate, block and step.
   On the CPU the cost is memory traffic, and this keeps it lowest.
 - broadcast (default on accelerators): all candidates in one (n, C_out, N) pass,
   a fixed number of operators (about 40 per step) whatever n is, at the price of
@@ -30,8 +30,9 @@ values and gradients:
   the memory traffic.
 
 The work runs over blocks of output channels whose temporaries have at most
-LOOP_BLOCK_ELEMENTS / BROADCAST_BLOCK_ELEMENTS elements (cache-sized blocks were
-slower on the CPU: the per-operation overhead outweighs the saved memory traffic).
+LOOP_BLOCK_ELEMENTS / BROADCAST_BLOCK_ELEMENTS elements; each block writes its rows
+of W_eff and dL/dW in place. The loop's blocks are cache-sized: a block's buffers
+stay in the CPU's last-level cache while every candidate passes over them.
 With ``compile=True`` the same functions run through torch.compile (inductor) over
 the whole weight: one fused loop forward, one backward.
 
@@ -53,6 +54,7 @@ whose kernels are compiled once per candidate set and so always take all of them
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -61,9 +63,11 @@ from espnet_mpq.core.primitives import positive_scale, qmax
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
 DEAD_CANDIDATE_THRESHOLD = 1e-4
 # Elements per temporary buffer, at most, for one block of output channels: (R, N) in the
-# candidate loop (4 M floats = 16 MB), (n, R, N) in the broadcast (16 M floats = 64 MB). Every
-# weight of wav2vec2-base and HuBERT-large is one block, in the broadcast for up to 4 candidates.
-LOOP_BLOCK_ELEMENTS = 1 << 22
+# candidate loop (512 K floats = 2 MB: the backward's seven block-sized tensors fit a 32 MB
+# last-level cache; 4.6 ns per weight element and step against 6.1 with 16 MB blocks on the
+# project's 2-core CPU, RESULTS.md), (n, R, N) in the broadcast (16 M floats = 64 MB: every weight
+# of wav2vec2-base and HuBERT-large is one block for up to 4 candidates).
+LOOP_BLOCK_ELEMENTS = 1 << 19
 BROADCAST_BLOCK_ELEMENTS = 1 << 24
 
 __all__ = ["DEAD_CANDIDATE_THRESHOLD", "fused_mix_fake_quantize", "compiled_fused_mix_fake_quantize"]
@@ -76,16 +80,33 @@ def _levels_(x: torch.Tensor, bits: int) -> torch.Tensor:
     return x.round_()
 
 
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_j a_cj b_cj for a, b (C, N) -> (C,), as C batched dot products (no (C, N) temporary)."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
+# ---- candidate loop (CPU): a few block-sized buffers, reused by every candidate ----------------
+
+_WORKSPACE = threading.local()
 
 
-# ---- candidate loop (CPU): two or three weight-sized buffers, reused by every candidate ----------
+def _scratch(count: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """``count`` uninitialised tensors shaped and typed like ``like``, views of one flat buffer per
+    thread that is reused by every call (fresh block-sized tensors in every call cost page faults on
+    the CPU). The buffer grows to the largest request: count x LOOP_BLOCK_ELEMENTS elements unless a
+    single output channel is larger. Under torch.compile: new tensors (inductor plans its own memory,
+    and a Python-side buffer would break its graph)."""
+    if torch.compiler.is_compiling():
+        return [torch.empty_like(like) for _ in range(count)]
+    size = like.numel()
+    flat = getattr(_WORKSPACE, "buffer", None)
+    if flat is None or flat.numel() < count * size or flat.dtype != like.dtype or flat.device != like.device:
+        flat = _WORKSPACE.buffer = torch.empty(count * size, dtype=like.dtype, device=like.device)
+    return [flat[j * size:(j + 1) * size].view(like.shape) for j in range(count)]
 
-def _forward_loop(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...]) -> torch.Tensor:
-    """sum_i g_i s_i L_i(w / s_i) for w (R, N), s (n, R), g (n,) -> (R, N); one temporary, reused."""
-    out, levels = torch.empty_like(w), torch.empty_like(w)
+
+def _forward_loop(
+    w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """sum_i g_i s_i L_i(w / s_i) for w (R, N), s (n, R), g (n,) -> (R, N), into ``out`` if given;
+    one scratch buffer, reused."""
+    out = torch.empty_like(w) if out is None else out
+    (levels,) = _scratch(1, w)
     for i, b in enumerate(bits):
         si = s[i][:, None]  # (R, 1)
         q = qmax(b)
@@ -98,20 +119,28 @@ def _forward_loop(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple
 
 
 def _backward_loop(
-    grad: torch.Tensor, w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...]
+    grad: torch.Tensor, w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, bits: tuple[int, ...],
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dL/dw (R, N), dL/ds (n, R) before the LSQ factor, dL/dg (n,)) for grad = dL/dW_eff (R, N)."""
-    x, levels = torch.empty_like(w), torch.empty_like(w)
-    inside = torch.empty_like(w, dtype=torch.bool)
-    coef = torch.empty_like(w)
+    """(dL/dw (R, N), dL/ds (n, R) before the LSQ factor, dL/dg (n,)) for grad = dL/dW_eff (R, N);
+    dL/dw is written into ``out`` if given.
+
+    m_i is kept as 0/1 floats (a boolean mask would be converted to float by every product that
+    reads it: one more weight-sized pass each), and sum_j dOut_j m_ij x_ij is computed as
+    (1 / s_i) sum_j m_ij (W dOut)_j from one product W * dOut shared by all candidates. Row sums of
+    products go through a scratch buffer and ``sum(1)`` (bmm's batched dot products of one row
+    each were 4-5 times slower on the CPU)."""
+    x, levels, inside, w_grad = _scratch(4, w)
+    coef = torch.empty_like(w) if out is None else out
+    torch.mul(w, grad, out=w_grad)  # (R, N): W dOut
     ds, dg = [], []
     for i, b in enumerate(bits):
         si = s[i][:, None]  # (R, 1)
         q = qmax(b)
         torch.div(w, si, out=x)  # x = W / s_i
-        torch.eq(x, torch.clamp(x, -q, q, out=levels), out=inside)  # m_i: |x| <= q_i
-        levels_dot = _row_dot(grad, _levels_(levels, b))  # (R,): sum_j dOut L_i
-        clip_dot = _row_dot(grad, x.mul_(inside))  # (R,): sum_j dOut m_i x
+        torch.eq(x, torch.clamp(x, -q, q, out=levels), out=inside)  # m_i: |x| <= q_i, as 0/1
+        levels_dot = torch.mul(grad, _levels_(levels, b), out=x).sum(1)  # (R,): sum_j dOut L_i
+        clip_dot = torch.mul(w_grad, inside, out=x).sum(1).div_(s[i])  # (R,): sum_j dOut m_i x
         ds.append(g[i] * (levels_dot - clip_dot))
         dg.append((levels_dot * s[i]).sum())
         if i == 0:
@@ -132,20 +161,22 @@ def _levels_all_(x: torch.Tensor, bits: tuple[int, ...]) -> torch.Tensor:
     return x.round_()
 
 
-def _forward_broadcast(w, s, g, bits, q_lo, q_hi):
+def _forward_broadcast(w, s, g, bits, q_lo, q_hi, out=None):
     """_forward_loop's result from (n, R, N) temporaries; q_lo, q_hi = -q_i, q_i as (n, 1, 1)."""
     levels = _levels_all_(torch.div(w, s[:, :, None]).clamp_(q_lo, q_hi), bits)  # (n, R, N): L_i
-    return levels.mul_((s * g[:, None])[:, :, None]).sum(0)
+    levels.mul_((s * g[:, None])[:, :, None])
+    return levels.sum(0) if out is None else torch.sum(levels, 0, out=out)
 
 
-def _backward_broadcast(grad, w, s, g, bits, q_lo, q_hi):
+def _backward_broadcast(grad, w, s, g, bits, q_lo, q_hi, out=None):
     """_backward_loop's result from two (n, R, N) float temporaries and a boolean one."""
     x = torch.div(w, s[:, :, None])  # (n, R, N): x_i = W / s_i
     levels = torch.clamp(x, q_lo, q_hi)
     inside = torch.eq(x, levels)  # m_i: |x_i| <= q_i
     levels_dot = _levels_all_(levels, bits).mul_(grad).sum(2)  # (n, R): sum_j dOut L_i
     clip_dot = x.mul_(inside).mul_(grad).sum(2)  # (n, R): sum_j dOut m_i x_i
-    grad_w = torch.mul(inside, g[:, None, None], out=x).sum(0).mul_(grad)  # dOut sum_i g_i m_i
+    coef = torch.mul(inside, g[:, None, None], out=x).sum(0)  # sum_i g_i m_i
+    grad_w = coef.mul_(grad) if out is None else torch.mul(coef, grad, out=out)  # dOut sum_i g_i m_i
     return grad_w, g[:, None] * (levels_dot - clip_dot), (levels_dot * s).sum(1)
 
 
@@ -203,10 +234,15 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, bits, active, broadcast, compile)
-        parts = [forward_block(w[rows], s[:, rows], g, used, *extra) for rows in blocks]
+        if len(blocks) == 1:
+            w_eff = forward_block(w, s, g, used, *extra)
+        else:  # eager kernels only (compiled ones take the whole weight): each block writes its rows
+            w_eff = torch.empty_like(w)
+            for rows in blocks:
+                forward_block(w[rows], s[:, rows], g, used, *extra, out=w_eff[rows])
         ctx.save_for_backward(weight, scales, mixture)
         ctx.bits, ctx.active, ctx.compile, ctx.broadcast = bits, active, compile, broadcast
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).view_as(weight)
+        return w_eff.view_as(weight)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -217,11 +253,12 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         grad = grad_out.reshape(w.shape)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, ctx.bits, active, ctx.broadcast, ctx.compile)
-        parts = [backward_block(grad[rows], w[rows], s[:, rows], g, used, *extra) for rows in blocks]
-        if len(parts) == 1:
-            grad_w, grad_s, grad_g = parts[0]
-        else:
-            grad_w = torch.cat([p[0] for p in parts])
+        if len(blocks) == 1:
+            grad_w, grad_s, grad_g = backward_block(grad, w, s, g, used, *extra)
+        else:  # as in forward: each block writes its rows of dL/dW
+            grad_w = torch.empty_like(w)
+            parts = [backward_block(grad[rows], w[rows], s[:, rows], g, used, *extra, out=grad_w[rows])
+                     for rows in blocks]
             grad_s = torch.cat([p[1] for p in parts], dim=1)
             grad_g = torch.stack([p[2] for p in parts]).sum(0)
         if ctx.broadcast:  # the LSQ factor 1 / sqrt(N q_i), from the device's q (nothing from the host)
