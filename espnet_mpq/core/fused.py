@@ -31,8 +31,8 @@ values and gradients:
 
 The work runs over blocks of output channels whose temporaries have at most
 LOOP_BLOCK_ELEMENTS / BROADCAST_BLOCK_ELEMENTS elements; each block writes its rows
-of W_eff and dL/dW in place. The loop's blocks are cache-sized: a block's buffers
-stay in the CPU's last-level cache while every candidate passes over them.
+of W_eff and dL/dW in place. The loop keeps its scratch buffers from call to call
+(new weight-sized buffers in every call cost page faults on the CPU).
 With ``compile=True`` the same functions run through torch.compile (inductor) over
 the whole weight: one fused loop forward, one backward.
 
@@ -63,10 +63,11 @@ from espnet_mpq.core.primitives import positive_scale, qmax
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
 DEAD_CANDIDATE_THRESHOLD = 1e-4
 # Elements per temporary buffer, at most, for one block of output channels: (R, N) in the
-# candidate loop (512 K floats = 2 MB: the backward's seven block-sized tensors fit a 32 MB
-# last-level cache; 4.6 ns per weight element and step against 6.1 with 16 MB blocks on the
-# project's 2-core CPU, RESULTS.md), (n, R, N) in the broadcast (16 M floats = 64 MB: every weight
-# of wav2vec2-base and HuBERT-large is one block for up to 4 candidates).
+# candidate loop (512 K floats = 2 MB, so its four kept scratch buffers hold 8 MB; blocks from
+# 4 M down to 512 K elements gave the same step time on the project's 2-core CPU, smaller ones
+# cost per-operation overhead: bench/quantizer_block.py, RESULTS.md), (n, R, N) in the broadcast
+# (16 M floats = 64 MB: every weight of wav2vec2-base and HuBERT-large is one block for up to 4
+# candidates).
 LOOP_BLOCK_ELEMENTS = 1 << 19
 BROADCAST_BLOCK_ELEMENTS = 1 << 24
 
