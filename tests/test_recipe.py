@@ -176,6 +176,18 @@ def test_an_lm_built_from_other_text_is_refused(tmp_path):
         in result.stderr
 
 
+def test_an_lm_trained_with_another_config_is_refused(tmp_path):
+    for done in ("exp/asr_fp32/.done", "exp/lm/.done", "data/lm/.done"):
+        (tmp_path / done).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / done).touch()
+    (tmp_path / "exp" / "lm" / "train.yaml").write_text("max_epoch: 3\n")  # not what conf/train_lm.yaml composes
+    result = run_recipe("--work", str(tmp_path), "--use_lm", "true", "--stage", "8", "--stop_stage", "8",
+                        "--lm_overrides", "max_epoch=6")
+    assert result.returncode != 0
+    assert "was trained with another config than --lm_config conf/train_lm.yaml --lm_overrides 'max_epoch=6'" \
+        in result.stderr
+
+
 def test_unknown_option_is_refused(tmp_path):
     result = run_recipe("--work", str(tmp_path), "--no_such_option", "1")
     assert result.returncode != 0

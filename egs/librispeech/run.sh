@@ -407,13 +407,22 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     clock_json "$fp32_dir" "$fp32_dir/train_time.json"
     touch "$fp32_dir/.done"
   fi
-  if [ "$use_lm" = true ] && [ ! -f "$lm_dir/.done" ]; then
-    [ -f "$lm_data/.done" ] || die "--use_lm true: no LM text ($lm_data/.done missing): run stage 7"
-    log "Stage 8: LM training -> $lm_dir (log: $lm_dir/train.log)"
+  if [ "$use_lm" = true ]; then
+    # The LM's config as this run would train it; an LM trained with another one is refused, not reused.
     mkdir -p "$lm_dir"
     lm_sets=""; for s in $lm_overrides; do lm_sets+=" --set $s"; done
     # shellcheck disable=SC2086
-    python -m espnet_mpq.bin.compose_config --base "$lm_config" $lm_sets --output "$lm_dir/train.yaml"
+    python -m espnet_mpq.bin.compose_config --base "$lm_config" $lm_sets --output "$lm_dir/.train.yaml.new"
+    if [ -f "$lm_dir/.done" ] && ! cmp -s "$lm_dir/.train.yaml.new" "$lm_dir/train.yaml"; then
+      die "$lm_dir was trained with another config than --lm_config $lm_config --lm_overrides '$lm_overrides'" \
+        "(see $lm_dir/train.yaml): remove $lm_dir to train it again"
+    fi
+    [ ! -f "$lm_dir/.done" ] || rm "$lm_dir/.train.yaml.new"
+  fi
+  if [ "$use_lm" = true ] && [ ! -f "$lm_dir/.done" ]; then
+    [ -f "$lm_data/.done" ] || die "--use_lm true: no LM text ($lm_data/.done missing): run stage 7"
+    log "Stage 8: LM training -> $lm_dir (log: $lm_dir/train.log)"
+    mv "$lm_dir/.train.yaml.new" "$lm_dir/train.yaml"
     clock_start "$lm_dir"
     ${train_cmd} "$lm_dir/train.log" python -m espnet_mpq.bin.espnet espnet2.bin.lm_train --config "$lm_dir/train.yaml" \
       --output_dir "$lm_dir" --ngpu "$ngpu" --resume true --use_preprocessor true --token_type "$token_type" \
