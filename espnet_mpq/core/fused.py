@@ -64,7 +64,7 @@ from espnet_mpq.core.primitives import positive_scale, qmax
 DEAD_CANDIDATE_THRESHOLD = 1e-4
 # Elements per temporary buffer, at most, for one block of output channels: (R, N) in the
 # candidate loop (512 K floats = 2 MB, so its four kept scratch buffers hold 8 MB; blocks from
-# 4 M down to 512 K elements gave the same step time on the project's 2-core CPU, smaller ones
+# 4 M down to 512 K elements gave about the same step time on the project's 2-core CPU, smaller ones
 # cost per-operation overhead: bench/quantizer_block.py, RESULTS.md), (n, R, N) in the broadcast
 # (16 M floats = 64 MB: every weight of wav2vec2-base and HuBERT-large is one block for up to 4
 # candidates).
