@@ -32,10 +32,14 @@ case $part in
   reference)
     t0=$SECONDS
     set +e
-    (cd "$recipe" && ./run.sh --config_set gpu --ngpu 1 --nj 16 --stop_stage 9 "$@") 2>&1 | tee "$out/reference_gpu.log"
+    # The log is appended in the work directory, which a warm machine keeps from call to call:
+    # a run cut by the call's time limit resumes in the next call, and $out gets every call's log.
+    mkdir -p "$gpu_work"
+    (cd "$recipe" && ./run.sh --config_set gpu --ngpu 1 --nj 16 --stop_stage 9 "$@") 2>&1 | tee -a "$gpu_work/reference_gpu.log"
     rc=${PIPESTATUS[0]}
     set -e
-    log "run.sh stages 1-9: status $rc in $((SECONDS - t0)) s"
+    log "run.sh stages 1-9: status $rc in $((SECONDS - t0)) s" | tee -a "$gpu_work/reference_gpu.log"
+    cp "$gpu_work/reference_gpu.log" "$out/reference_gpu.log"
     (cd "$recipe" && . ./path.sh && python local/reference_results.py collect --exp gpu/exp --upstream ssl \
       --test_clean test_synth --test_other test_other_synth \
       --conditions "config set gpu, run.sh options: ${*:-none}; bench/device_run.sh reference" \
