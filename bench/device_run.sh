@@ -9,8 +9,11 @@
 #       reference_gpu.log, reference_gpu_logs.tar.gz (every train.log, score.json)
 #
 # Each part sets the machine up first (about 30 s; seconds once done). On an H200 the check
-# takes about 8 minutes at its default budget and the reference about 10: one part per
-# session of 15 device minutes. (A first version ran the reference's first stages in the
+# takes about 8 minutes at its default budget and the reference about 10 (577 s of stages
+# 1-9 on 2026-11-27): one part per session of 15 device minutes. The reference outlasts one
+# call's 600 s with the setup: give the first call a limit near 590 s and, on the still warm
+# machine, call again with the same options and --stage N of the stage it was cut in (run.sh
+# resumes from its .done markers and ESPnet's checkpoints). (A first version ran the reference's first stages in the
 # background of the check; the device tool's call then lasted until that job ended.)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
