@@ -10,9 +10,10 @@
 # 17 min, ptq about 3 min; the reference 1.9 h (measured), then the 25 systems about 5-6 h. Every
 # system resumes where it stopped; run it in pieces with local/benchmark.py --systems.
 # Decoding: reference.sh turns the LM on (use_lm=true), so every system is decoded with the
-# reference's LM, beam 16: about 0.5 s per utterance and job (measured on the reference's
-# test sets, 2026-11-27), about 17 min per system for 2 x 1,000 utterances on 2 cores, which
-# roughly doubles the budget above. Benchmark v2 (results/) was decoded without an LM (best
+# reference's LM, beam 30: about 0.25 s per utterance and job at beam 30 on the faster of
+# the machines measured, 0.19 s at beam 16 (the reference's test sets, 2026-11-27: 125-128 s
+# against 93 s per 1,000 utterances with 2 jobs); on the slower one beam 16 took about 0.5 s,
+# 17 min per system for 2 x 1,000 utterances, which roughly doubled the budget above. Benchmark v2 (results/) was decoded without an LM (best
 # path); `local/benchmark.py --use_lm false` decodes that way again.
 . conf/sets/reference.sh
 test_subsets="$test_clean $test_other"   # roles, not subset names: run.sh maps them to the corpus

@@ -19,3 +19,4 @@ fp32_overrides=""                        # ... for the 32-bit training (stage 8)
 use_lm=true                              # the LM path too (stages 7-9, 11): a tiny LM on 300 lines
 lm_max_lines=300
 lm_overrides="max_epoch=1 batch_size=8 lm_conf.unit=16"
+decode_lm_config=conf/decode_asr_lm_beam16.yaml  # 28 characters here: narrower than the default beam of 30
