@@ -188,6 +188,17 @@ def test_an_lm_trained_with_another_config_is_refused(tmp_path):
         in result.stderr
 
 
+def test_a_32bit_model_trained_with_another_config_is_refused(tmp_path):
+    (tmp_path / "exp" / "asr_fp32").mkdir(parents=True)
+    (tmp_path / "exp" / "asr_fp32" / ".done").touch()
+    (tmp_path / "exp" / "asr_fp32" / "train.yaml").write_text("max_epoch: 3\n")  # not what this run composes
+    result = run_recipe("--work", str(tmp_path), "--stage", "8", "--stop_stage", "8", "--fp32_overrides", "max_epoch=6")
+    assert result.returncode != 0
+    assert "was trained with another config than --train_config conf/train_asr.yaml --train_overrides ''" \
+        " --fp32_overrides 'max_epoch=6'" in result.stderr
+    assert (tmp_path / "exp" / "asr_fp32" / "train.yaml").read_text() == "max_epoch: 3\n"
+
+
 def test_unknown_option_is_refused(tmp_path):
     result = run_recipe("--work", str(tmp_path), "--no_such_option", "1")
     assert result.returncode != 0

@@ -398,9 +398,19 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: 32-bit training -> $fp32_dir (log: $fp32_dir/train.log)"; t0=$SECONDS
-  if [ ! -f "$fp32_dir/.done" ]; then
-    # shellcheck disable=SC2086
-    python -m espnet_mpq.bin.compose_config --base "$train_config" $sets $fp32_sets --output "$fp32_dir/train.yaml"
+  # The 32-bit config as this run would train it; a model trained with another one is refused,
+  # not reused (a run whose .done has no train.yaml predates the check and is reused).
+  mkdir -p "$fp32_dir"
+  # shellcheck disable=SC2086
+  python -m espnet_mpq.bin.compose_config --base "$train_config" $sets $fp32_sets --output "$fp32_dir/.train.yaml.new"
+  if [ -f "$fp32_dir/.done" ] && [ -f "$fp32_dir/train.yaml" ] && ! cmp -s "$fp32_dir/.train.yaml.new" "$fp32_dir/train.yaml"; then
+    die "$fp32_dir was trained with another config than --train_config $train_config --train_overrides '$train_overrides'" \
+      "--fp32_overrides '$fp32_overrides' and this upstream (see $fp32_dir/train.yaml): remove $fp32_dir to train it again"
+  fi
+  if [ -f "$fp32_dir/.done" ]; then
+    rm "$fp32_dir/.train.yaml.new"
+  else
+    mv "$fp32_dir/.train.yaml.new" "$fp32_dir/train.yaml"
     clock_start "$fp32_dir"
     train "$fp32_dir/train.yaml" "$fp32_dir"
     clock_stop
