@@ -188,6 +188,33 @@ def test_an_lm_trained_with_another_config_is_refused(tmp_path):
         in result.stderr
 
 
+def test_an_upstream_built_with_other_options_is_refused(tmp_path):
+    random = tmp_path / "exp" / "upstream" / "random"
+    random.mkdir(parents=True)
+    (random / "model.pth").write_bytes(b"not rebuilt")
+    (random / "build_args").write_text("--arch espnet_hubert --preset tiny --num_layers 1 --num_classes 8\n")
+    result = run_recipe("--work", str(tmp_path), "--stage", "6", "--stop_stage", "6", "--num_clusters", "50")
+    assert result.returncode != 0
+    assert "was built with '--arch espnet_hubert --preset tiny --num_layers 1 --num_classes 8', not '" in result.stderr
+    assert "--num_classes 50'" in result.stderr
+    assert (random / "model.pth").read_bytes() == b"not rebuilt"
+
+
+def test_an_upstream_pretrained_with_another_config_is_refused(tmp_path):
+    random, ssl = tmp_path / "exp" / "upstream" / "random", tmp_path / "exp" / "upstream" / "hubert_iter0"
+    random.mkdir(parents=True)
+    ssl.mkdir(parents=True)
+    (random / "model.pth").write_bytes(b"")  # no build_args: built before the check, reused
+    (random / "config.yaml").write_text("encoder: hubert\n")
+    (ssl / ".done").touch()
+    (ssl / "pretrain.yaml").write_text("max_epoch: 3\n")  # not what this run composes
+    result = run_recipe("--work", str(tmp_path), "--stage", "6", "--stop_stage", "6",
+                        "--pretrain_overrides", "max_epoch=2")
+    assert result.returncode != 0
+    assert "was pre-trained with another config than --pretrain_config conf/pretrain_hubert.yaml" \
+        " --pretrain_overrides 'max_epoch=2'" in result.stderr
+
+
 def test_a_32bit_model_trained_with_another_config_is_refused(tmp_path):
     (tmp_path / "exp" / "asr_fp32").mkdir(parents=True)
     (tmp_path / "exp" / "asr_fp32" / ".done").touch()

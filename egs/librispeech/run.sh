@@ -321,9 +321,28 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     log "Stage 6: upstream $upstream (${frontend_sets}): nothing to build"
   else
     log "Stage 6: random-init ESPnet HuBERT ($upstream_preset $upstream_args) -> $random_ckpt"; t0=$SECONDS
-    # shellcheck disable=SC2086
-    [ -f "$random_ckpt" ] || python -m espnet_mpq.bin.build_upstream --arch espnet_hubert --preset "$upstream_preset" \
-      $upstream_args --num_classes "$num_clusters" --output "$random_ckpt"
+    # An upstream built, or pre-trained, with other options is refused, not reused.
+    build_args="--arch espnet_hubert --preset $upstream_preset $upstream_args --num_classes $num_clusters"
+    if [ -f "$random_ckpt" ] && [ -f "$upstream_dir/random/build_args" ] \
+      && [ "$(cat "$upstream_dir/random/build_args")" != "$build_args" ]; then
+      die "$random_ckpt was built with '$(cat "$upstream_dir/random/build_args")', not '$build_args'" \
+        "(--upstream_preset, --upstream_args, --num_clusters): remove $upstream_dir to build it again"
+    fi
+    if [ ! -f "$random_ckpt" ]; then
+      # shellcheck disable=SC2086
+      python -m espnet_mpq.bin.build_upstream $build_args --output "$random_ckpt"
+      echo "$build_args" > "$upstream_dir/random/build_args"
+    fi
+    pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
+    if [ "$pretrain" = true ] && [ -f "$ssl_dir/.done" ] && [ -f "$ssl_dir/pretrain.yaml" ]; then
+      # shellcheck disable=SC2086
+      python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
+        $pretrain_sets --output "$ssl_dir/.pretrain.yaml.new"
+      cmp -s "$ssl_dir/.pretrain.yaml.new" "$ssl_dir/pretrain.yaml" || die "$ssl_dir was pre-trained with another" \
+        "config than --pretrain_config $pretrain_config --pretrain_overrides '$pretrain_overrides' (see $ssl_dir/pretrain.yaml):" \
+        "remove $ssl_dir to pre-train again"
+      rm "$ssl_dir/.pretrain.yaml.new"
+    fi
     if [ "$pretrain" = true ] && [ ! -f "$ssl_dir/.done" ]; then
       scps=""; for s in $train_subset $unlab_subsets; do scps+=" $data/$(name "$s")/wav.scp"; done
       units=$work/dump/hubert_units
@@ -337,7 +356,6 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       [ -f "$units/train/.done" ] || python local/hubert_units.py dump --wav_scp $scps --kmeans "$units/km.pkl" --out_dir "$units/train"
       [ -f "$units/valid/.done" ] || python local/hubert_units.py dump --wav_scp "$data/$valid_set/wav.scp" \
         --kmeans "$units/km.pkl" --out_dir "$units/valid"
-      pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
       # shellcheck disable=SC2086
       python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
         $pretrain_sets --output "$ssl_dir/pretrain.yaml"
