@@ -20,7 +20,11 @@ Step cost and memory: for each batch (``BxS`` = B utterances of S seconds) and m
 step time and its peak memory: on the CPU the peak resident set size (ru_maxrss: the
 whole process, model and optimiser included) and the resident size after the build,
 on a GPU torch.cuda.max_memory_allocated and the memory allocated after the build.
-The modes of a batch run back to back. The last line is machine-readable JSON.
+The modes of a batch run back to back; with ``--rounds K`` they run K times in turn
+(32-bit, supernet, 32-bit, supernet, ...), and each mode's step time is the median over
+the rounds, its peak memory the largest. The 32-bit step of one process differs from the
+next by up to a quarter on a shared 2-core machine, so one round's ratio is noisy; each
+round's own ratio is printed too. The last line is machine-readable JSON.
 """
 from __future__ import annotations
 
@@ -96,6 +100,12 @@ def child(spec: dict) -> dict:
             "peak_rss_mb": round(peak_mb)}
 
 
+def merge_rounds(runs: list[dict]) -> dict:
+    """One mode's figures over rounds: the median step time, the largest peak and built memory."""
+    return {**runs[0], "step_s": round(statistics.median(r["step_s"] for r in runs), 6),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "rss_built_mb": max(r["rss_built_mb"] for r in runs)}
+
+
 def run_child(spec: dict) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
                          capture_output=True, text=True)
@@ -128,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", default=["1x2", "4x4"],
                         help="BxS: B utterances of S seconds per training step")
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per mode (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the modes of a batch this many times in turn (a fresh process each)")
     parser.add_argument("--compile", action="store_true", help="also time the compiled fused quantizer")
     parser.add_argument("--only_compiled", action="store_true",
                         help="time 32-bit and the compiled quantizer only (not the eager one)")
@@ -138,6 +150,8 @@ def main() -> None:
                         help="autocast the model (the quantizer itself always runs in float32)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f"--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1")
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -146,7 +160,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"modes {modes}, median of {args.repeats} steps after a warm-up")
+          f"modes {modes}, median of {args.repeats} steps after a warm-up, {args.rounds} round(s)")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -156,20 +170,24 @@ def main() -> None:
                   f"packed {r['packed_mb']:.2f} MB (x{r['packed_over_accounted']:.4f})", flush=True)
             for batch in args.batches:
                 b, s = batch.split("x")
-                runs = {m: run_child({"model": name, "mode": m, "batch": int(b), "seconds": float(s),
-                                      "repeats": args.repeats, "device": args.device, "amp": args.amp}) for m in modes}
+                rounds = [{m: run_child({"model": name, "mode": m, "batch": int(b), "seconds": float(s),
+                                         "repeats": args.repeats, "device": args.device, "amp": args.amp})
+                           for m in modes} for _ in range(args.rounds)]
+                runs = {m: merge_rounds([r[m] for r in rounds]) for m in modes}
                 for m in modes[1:]:
                     step = {"batch": batch, "mode": m,
                             "fp32_step_s": runs["fp32"]["step_s"], "step_s": runs[m]["step_s"],
                             "step_time_ratio": round(runs[m]["step_s"] / runs["fp32"]["step_s"], 3),
                             "fp32_peak_rss_mb": runs["fp32"]["peak_rss_mb"], "peak_rss_mb": runs[m]["peak_rss_mb"],
                             "peak_rss_ratio": round(runs[m]["peak_rss_mb"] / runs["fp32"]["peak_rss_mb"], 3),
-                            "fp32_rss_built_mb": runs["fp32"]["rss_built_mb"], "rss_built_mb": runs[m]["rss_built_mb"]}
+                            "fp32_rss_built_mb": runs["fp32"]["rss_built_mb"], "rss_built_mb": runs[m]["rss_built_mb"],
+                            "round_ratios": [round(r[m]["step_s"] / r["fp32"]["step_s"], 3) for r in rounds]}
                     r["steps"].append(step)
                     print(f"  batch {batch} s, {m}: step {step['step_s'] * 1e3:.1f} ms vs {step['fp32_step_s'] * 1e3:.1f} ms 32-bit "
                           f"(ratio {step['step_time_ratio']:.2f}); peak memory {step['peak_rss_mb']} MB vs "
                           f"{step['fp32_peak_rss_mb']} MB 32-bit (ratio {step['peak_rss_ratio']:.2f}; after build "
-                          f"{step['rss_built_mb']} vs {step['fp32_rss_built_mb']} MB)", flush=True)
+                          f"{step['rss_built_mb']} vs {step['fp32_rss_built_mb']} MB)"
+                          + (f"; ratio per round {step['round_ratios']}" if args.rounds > 1 else ""), flush=True)
             results.append(r)
     print(f"load average after {os.getloadavg()[0]:.1f}")
     print("json " + json.dumps(results))
