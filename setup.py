@@ -8,6 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_mpq", "espnet_mpq.*"]),
+    package_data={"espnet_mpq.core": ["native_mixture.c"]},  # built on first use (espnet_mpq.core.native)
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -1,8 +1,12 @@
-"""Specification of the fused mixture quantizer (espnet_mpq.core.fused)."""
+"""Specification of the fused mixture quantizer (espnet_mpq.core.fused) and its C kernel (espnet_mpq.core.native)."""
+import logging
+import os
+import shutil
+
 import pytest
 import torch
 
-from espnet_mpq.core import fused
+from espnet_mpq.core import fused, native
 from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
 from espnet_mpq.core.primitives import fake_quantize, init_scale, mix_fake_quantize, qmax
 
@@ -27,10 +31,24 @@ def values_and_grads(fn, w, scales, g, grad_out):
     return {"W_eff": out.detach(), "dW": w.grad, "ds": scales.grad, "dg": g.grad}
 
 
-STRATEGIES = {"loop": False, "broadcast": True}
+STRATEGIES = {"loop": False, "broadcast": True}  # what torch.compile takes (the C kernel is not compiled)
+HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
 
 
-@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
+@pytest.fixture(params=["native", "loop", "broadcast"])
+def broadcast(request, monkeypatch):
+    """The three strategies of fused_mix_fake_quantize, as its ``broadcast`` argument: the C kernel
+    (the CPU default), the eager candidate loop (ESPNET_MPQ_NATIVE=0) and the broadcast."""
+    if request.param == "native":
+        if not HAS_COMPILER:
+            pytest.skip("no C compiler: the C kernel cannot be built here")
+        monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+        assert native.kernels() is not None
+    else:
+        monkeypatch.setenv("ESPNET_MPQ_NATIVE", "0")
+    return request.param == "broadcast"
+
+
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("bits", CANDIDATE_SETS, ids=str)
 def test_values_and_every_gradient_equal_mix_fake_quantize(shape, bits, broadcast):
@@ -57,7 +75,6 @@ def test_one_candidate_with_weight_one_is_bit_identical_to_fake_quantize(bits):
     assert torch.equal(fused_mix_fake_quantize(w, scales, torch.ones(1), (bits,)), fake_quantize(w, scales[0], bits))
 
 
-@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
 def test_backward_keeps_no_per_candidate_tensor(broadcast):
     """Only the inputs are saved for backward: nothing of weight size beyond W itself."""
     w, scales, g, _ = inputs((64, 32), (1, 2, 3, 4, 8))
@@ -68,7 +85,6 @@ def test_backward_keeps_no_per_candidate_tensor(broadcast):
     assert sum(t.numel() for t in saved if t.numel() >= w.numel()) == w.numel()
 
 
-@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
 def test_a_weight_split_into_blocks_of_channels_gives_the_same_values_and_gradients(broadcast, monkeypatch):
     bits = (1, 2, 4, 8)
     w, scales, g, grad_out = inputs(SHAPES["conv1d"], bits)  # 6 channels of 12 elements
@@ -82,8 +98,9 @@ def test_a_weight_split_into_blocks_of_channels_gives_the_same_values_and_gradie
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_results_stay_valid_when_the_next_call_reuses_the_scratch_buffers():
+def test_results_stay_valid_when_the_next_call_reuses_the_scratch_buffers(monkeypatch):
     """The candidate loop's scratch buffers are shared by every call: nothing returned may live there."""
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "0")
     bits = (2, 4, 8)
     call = lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=False)  # noqa: E731
     values_and_grads(call, *inputs(SHAPES["linear"], bits))  # the buffers grow to this weight's needs
@@ -107,7 +124,6 @@ def test_the_default_strategy_loops_on_the_cpu_and_broadcasts_elsewhere(monkeypa
     assert chosen == [False, True]
 
 
-@pytest.mark.parametrize("broadcast", STRATEGIES.values(), ids=STRATEGIES.keys())
 def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound(broadcast):
     bits = (2, 4, 8)
     w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
@@ -201,3 +217,48 @@ def test_a_step_on_a_device_brings_nothing_from_host_memory(bits, monkeypatch):
         fused_mix_fake_quantize(w, scales, g, bits).backward(grad_out)
     assert mode.ops == []
     assert w.grad is not None and scales.grad.shape == scales.shape and g.grad.shape == g.shape
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the C kernel cannot be built here")
+def test_the_cpu_default_runs_the_c_kernel(monkeypatch):
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+    calls = []
+    for name in ("forward", "backward"):
+        original = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    bits = (2, 4, 8)
+    values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits), *inputs(SHAPES["linear"], bits))
+    assert calls == ["forward", "backward"]
+
+
+def test_a_kernel_that_cannot_be_built_falls_back_to_the_loop_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(native, "_state", {})  # forget this process's kernel
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+    monkeypatch.setenv("ESPNET_MPQ_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false"))  # a "compiler" that fails
+    bits = (2, 4, 8)
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), *inputs(SHAPES["linear"], bits))
+    with caplog.at_level(logging.WARNING):
+        got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0),
+                               *inputs(SHAPES["linear"], bits))
+    assert "building native_mixture.c failed, the quantizer uses its eager CPU loop" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no half-built library left behind
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the C kernel cannot be built here")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_c_kernel_gives_the_same_results_on_any_number_of_threads(threads, monkeypatch):
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+    bits = (1, 2, 3, 4, 8)
+    w, scales, g, grad_out = inputs((37, 19), bits)  # rows not a multiple of the threads, columns not of the vector
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), w, scales, g, grad_out)
+    finally:
+        torch.set_num_threads(previous)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)

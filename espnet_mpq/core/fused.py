@@ -17,12 +17,16 @@ LSQ scale gradient); the backward pass is written out:
     dL/dg_i  = sum(dOut * Q_{b_i}(W))
 
 (N = elements per output channel). Nothing per candidate is kept for the backward
-pass: it recomputes L_i and m_i from W, s and g. Two strategies give the same
-values and gradients:
+pass: it recomputes L_i and m_i from W, s and g. Three strategies give the same
+values and gradients (to float rounding; one candidate's values to the bit):
 
-- candidate loop (default on the CPU): in place in a few block-sized buffers
-  reused by every candidate; about 12 operators per candidate, block and step.
-  On the CPU the cost is memory traffic, and this keeps it lowest.
+- C kernel (default on the CPU, float32): espnet_mpq.core.native, one pass over
+  W per call, rows shared among the threads, every candidate of a row while the
+  row is in cache; built on first use with the machine's C compiler. Where it
+  cannot be built (no compiler; ESPNET_MPQ_NATIVE=0) the candidate loop runs.
+- candidate loop (the CPU fallback): in place in a few block-sized buffers
+  reused by every candidate; about 12 operators per candidate, block and step,
+  each a pass over the block.
 - broadcast (default on accelerators): all candidates in one (n, C_out, N) pass,
   a fixed number of operators (about 40 per step) whatever n is, at the price of
   n-times larger temporaries. On a GPU the cost of a step is the host's
@@ -58,6 +62,7 @@ import threading
 
 import torch
 
+from espnet_mpq.core import native
 from espnet_mpq.core.primitives import positive_scale, qmax
 
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
@@ -219,6 +224,13 @@ def _row_blocks(w: torch.Tensor, candidates: int, broadcast: bool, whole: bool) 
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
+def _native_kernel(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, n: int, broadcast: bool, compile: bool) -> bool:
+    """Whether this call runs on the C kernel (espnet_mpq.core.native): the CPU loop, float32, at most
+    native.MAX_CANDIDATES candidates, and a kernel that could be built."""
+    return (not broadcast and not compile and n <= native.MAX_CANDIDATES and native.usable(w, s, g)
+            and native.kernels() is not None)
+
+
 def _plan(w: torch.Tensor, bits: tuple[int, ...], active: tuple[int, ...], broadcast: bool, compile: bool):
     """What forward and backward share: the active candidates' bits, the broadcast's q bounds
     (none for the loop) and the blocks of output channels."""
@@ -235,7 +247,9 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, bits, active, broadcast, compile)
-        if len(blocks) == 1:
+        if _native_kernel(w, s, g, len(used), broadcast, compile):
+            w_eff = native.forward(w, s, g, used)
+        elif len(blocks) == 1:
             w_eff = forward_block(w, s, g, used, *extra)
         else:  # eager kernels only (compiled ones take the whole weight): each block writes its rows
             w_eff = torch.empty_like(w)
@@ -254,7 +268,9 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         grad = grad_out.reshape(w.shape)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, ctx.bits, active, ctx.broadcast, ctx.compile)
-        if len(blocks) == 1:
+        if _native_kernel(w, s, g, len(used), ctx.broadcast, ctx.compile):
+            grad_w, grad_s, grad_g = native.backward(grad.contiguous(), w, s, g, used)
+        elif len(blocks) == 1:
             grad_w, grad_s, grad_g = backward_block(grad, w, s, g, used, *extra)
         else:  # as in forward: each block writes its rows of dL/dW
             grad_w = torch.empty_like(w)
