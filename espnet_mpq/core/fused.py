@@ -21,8 +21,8 @@ pass: it recomputes L_i and m_i from W, s and g. Three strategies give the same
 values and gradients (to float rounding; one candidate's values to the bit):
 
 - C kernel (default on the CPU, float32): espnet_mpq.core.native, one pass over
-  W per call, rows shared among the threads, every candidate of a row while the
-  row is in cache; built on first use with the machine's C compiler. Where it
+  W per call, rows shared among torch's number of threads, every candidate of a
+  row while the row is in cache; built on first use with the machine's C compiler. Where it
   cannot be built (no compiler; ESPNET_MPQ_NATIVE=0) the candidate loop runs.
 - candidate loop (the CPU fallback): in place in a few block-sized buffers
   reused by every candidate; about 12 operators per candidate, block and step,
@@ -224,10 +224,10 @@ def _row_blocks(w: torch.Tensor, candidates: int, broadcast: bool, whole: bool) 
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
-def _native_kernel(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, n: int, broadcast: bool, compile: bool) -> bool:
-    """Whether this call runs on the C kernel (espnet_mpq.core.native): the CPU loop, float32, at most
-    native.MAX_CANDIDATES candidates, and a kernel that could be built."""
-    return (not broadcast and not compile and n <= native.MAX_CANDIDATES and native.usable(w, s, g)
+def _native_kernel(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, broadcast: bool, compile: bool) -> bool:
+    """Whether this call runs on the C kernel (espnet_mpq.core.native): the CPU loop, float32
+    contiguous tensors, at most native.MAX_CANDIDATES candidates, and a kernel that could be built."""
+    return (not broadcast and not compile and g.numel() <= native.MAX_CANDIDATES and native.usable(w, s, g)
             and native.kernels() is not None)
 
 
@@ -247,7 +247,7 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         w = weight.reshape(weight.shape[0], -1)  # (C, N)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, bits, active, broadcast, compile)
-        if _native_kernel(w, s, g, len(used), broadcast, compile):
+        if _native_kernel(w, s, g, broadcast, compile):
             w_eff = native.forward(w, s, g, used)
         elif len(blocks) == 1:
             w_eff = forward_block(w, s, g, used, *extra)
@@ -268,7 +268,7 @@ class _FusedMixFakeQuantize(torch.autograd.Function):
         grad = grad_out.reshape(w.shape)
         s, g = _take(scales, active), _take(mixture, active)
         used, extra, blocks = _plan(w, ctx.bits, active, ctx.broadcast, ctx.compile)
-        if _native_kernel(w, s, g, len(used), ctx.broadcast, ctx.compile):
+        if _native_kernel(w, s, g, ctx.broadcast, ctx.compile):
             grad_w, grad_s, grad_g = native.backward(grad.contiguous(), w, s, g, used)
         elif len(blocks) == 1:
             grad_w, grad_s, grad_g = backward_block(grad, w, s, g, used, *extra)

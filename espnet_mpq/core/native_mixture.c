@@ -15,9 +15,11 @@
  *
  * The float operations per element are those of the eager candidate loop (build with
  * -ffp-contract=off): one candidate's values and dW are the same to the bit, a mixture's to
- * rounding. The row sums run in LANES float partial sums (so that the compiler vectorises them
- * without reassociating) added in double. Rows are shared out among threads (OpenMP); each row's
- * work is independent of the others, and of the number of threads, except dg's sum over rows.
+ * rounding. A row's sums run in float (vectorised: `omp simd reduction`) and are handed on in
+ * double. Rows are shared out among OpenMP threads; the library links libgomp.so.1 by its soname,
+ * so in a process where torch has loaded its own libgomp.so.1 both use that one runtime and its one
+ * pool of threads. Every row's results are independent of the others and of the number of threads,
+ * except dg, summed over rows.
  */
 #include <math.h>
 #include <stdint.h>
@@ -107,6 +109,7 @@ void mixture_backward(const float *grad, const float *w, const float *s, const f
         grad_s[i * rows + r] = (float)(g[i] * (levels_dot - clip_dot / si));
         dg_local[i] += levels_dot * si;
       }
+#pragma omp simd
       for (int64_t j = 0; j < cols; ++j) coef[j] = coef[j] * gr[j];
     }
 #pragma omp critical
