@@ -1,16 +1,18 @@
-"""The fused quantizer's CPU loop alone: time per weight element against the block size.
+"""The fused quantizer's eager CPU loop alone: time per weight element against the block size,
+and the C kernel (the CPU default; espnet_mpq.core.native) on the same weight for comparison.
 
 Usage:
     .venv/bin/python bench/quantizer_block.py
     .venv/bin/python bench/quantizer_block.py --shape 1024 4096 --bits 1 2 3 4 8 --blocks 1048576 262144
 
 Times the forward and the backward of espnet_mpq.core.fused's candidate loop (the
-CPU default) on one weight (default: a wav2vec2-base feed-forward weight, 3072 x 768,
+CPU fallback where the C kernel cannot be built) on one weight (default: a wav2vec2-base feed-forward weight, 3072 x 768,
 candidates [2, 4, 8]) for each value of fused.LOOP_BLOCK_ELEMENTS given, in ns per
 weight element (minimum of ``--repeats`` calls after a warm-up, so the weight is
 warm in the cache: a lower bound of what a training step pays). The block size
 with the lowest total is the one to set for a CPU; the last line is
-machine-readable JSON.
+machine-readable JSON. The C kernel takes the whole weight (no blocks); its row is left out,
+with a line saying so, where it cannot be built.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 
 import torch
 
-from espnet_mpq.core import fused
+from espnet_mpq.core import fused, native
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -74,6 +76,16 @@ def main() -> None:
                   f"ns/element, backward {row['backward_ns_per_element']:.2f} ns/element", flush=True)
     finally:
         fused.LOOP_BLOCK_ELEMENTS = default
+    if native.kernels() is None:
+        print("C kernel: not available (no C compiler, a failed build, or ESPNET_MPQ_NATIVE=0)")
+    else:
+        f = best_seconds(lambda: native.forward(w, s, g, bits), args.repeats)
+        b = best_seconds(lambda: native.backward(grad, w, s, g, bits), args.repeats)
+        row = {"block_elements": "c_kernel", "blocks": 1, "forward_ns_per_element": round(f / elements * 1e9, 3),
+               "backward_ns_per_element": round(b / elements * 1e9, 3)}
+        rows.append(row)
+        print(f"C kernel (whole weight):            forward {row['forward_ns_per_element']:.2f} "
+              f"ns/element, backward {row['backward_ns_per_element']:.2f} ns/element", flush=True)
     print("json " + json.dumps(rows))
 
 

@@ -88,7 +88,7 @@ def kernels():
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the kernel takes these tensors: float32, CPU, contiguous, no autograd tracing of their data."""
+    """Whether the kernel takes these tensors: float32, in CPU memory, contiguous."""
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
 
 
