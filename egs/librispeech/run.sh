@@ -333,15 +333,18 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       python -m espnet_mpq.bin.build_upstream $build_args --output "$random_ckpt"
       echo "$build_args" > "$upstream_dir/random/build_args"
     fi
-    pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
-    if [ "$pretrain" = true ] && [ -f "$ssl_dir/.done" ] && [ -f "$ssl_dir/pretrain.yaml" ]; then
+    if [ "$pretrain" = true ]; then
+      # The pre-training config as this run would use it (a run whose .done has no pretrain.yaml is reused).
+      mkdir -p "$ssl_dir"
+      pretrain_sets=""; for s in $pretrain_overrides; do pretrain_sets+=" --set $s"; done
       # shellcheck disable=SC2086
       python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
         $pretrain_sets --output "$ssl_dir/.pretrain.yaml.new"
-      cmp -s "$ssl_dir/.pretrain.yaml.new" "$ssl_dir/pretrain.yaml" || die "$ssl_dir was pre-trained with another" \
-        "config than --pretrain_config $pretrain_config --pretrain_overrides '$pretrain_overrides' (see $ssl_dir/pretrain.yaml):" \
-        "remove $ssl_dir to pre-train again"
-      rm "$ssl_dir/.pretrain.yaml.new"
+      if [ -f "$ssl_dir/.done" ] && [ -f "$ssl_dir/pretrain.yaml" ] && ! cmp -s "$ssl_dir/.pretrain.yaml.new" "$ssl_dir/pretrain.yaml"; then
+        die "$ssl_dir was pre-trained with another config than --pretrain_config $pretrain_config" \
+          "--pretrain_overrides '$pretrain_overrides' (see $ssl_dir/pretrain.yaml): remove $ssl_dir to pre-train again"
+      fi
+      [ ! -f "$ssl_dir/.done" ] || rm "$ssl_dir/.pretrain.yaml.new"
     fi
     if [ "$pretrain" = true ] && [ ! -f "$ssl_dir/.done" ]; then
       scps=""; for s in $train_subset $unlab_subsets; do scps+=" $data/$(name "$s")/wav.scp"; done
@@ -356,9 +359,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       [ -f "$units/train/.done" ] || python local/hubert_units.py dump --wav_scp $scps --kmeans "$units/km.pkl" --out_dir "$units/train"
       [ -f "$units/valid/.done" ] || python local/hubert_units.py dump --wav_scp "$data/$valid_set/wav.scp" \
         --kmeans "$units/km.pkl" --out_dir "$units/valid"
-      # shellcheck disable=SC2086
-      python -m espnet_mpq.bin.compose_config --base "$upstream_dir/random/config.yaml" --preset "$pretrain_config" \
-        $pretrain_sets --output "$ssl_dir/pretrain.yaml"
+      mv "$ssl_dir/.pretrain.yaml.new" "$ssl_dir/pretrain.yaml"
       ${train_cmd} "$ssl_dir/train.log" python -m espnet2.bin.hubert_train --config "$ssl_dir/pretrain.yaml" \
         --output_dir "$ssl_dir" --ngpu "$ngpu" --resume true --init_param "$random_ckpt" \
         --token_type word --token_list "$units/train/tokens.txt" \
