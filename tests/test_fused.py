@@ -262,3 +262,22 @@ def test_the_c_kernel_gives_the_same_results_on_any_number_of_threads(threads, m
         torch.set_num_threads(previous)
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("value", ["false", "no", ""])
+def test_a_switch_other_than_0_or_1_is_refused_by_name(value, monkeypatch):
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", value)
+    with pytest.raises(ValueError, match=f"ESPNET_MPQ_NATIVE='{value}': must be 0 .* or 1"):
+        fused_mix_fake_quantize(*inputs(SHAPES["linear"], (2, 4))[:3], (2, 4))
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the C kernel cannot be built here")
+def test_an_empty_cache_variable_builds_in_the_default_place_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+    monkeypatch.setenv("ESPNET_MPQ_CACHE", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert native.kernels() is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]
+    assert list((tmp_path / "home" / ".cache" / "espnet_mpq").glob("native_mixture-*.so"))

@@ -4,7 +4,8 @@
 eager candidate loop (espnet_mpq.core.fused), which gives the same values. The library is built once
 per source, compiler and CPU with the C compiler found as $CC, else ``cc`` (flags: -O3 -march=native
 -fopenmp -ffp-contract=off) into $ESPNET_MPQ_CACHE (default ~/.cache/espnet_mpq), written atomically.
-ESPNET_MPQ_NATIVE=0 turns it off. A failed build is reported once (logging, warning level) with the
+ESPNET_MPQ_NATIVE=0 turns it off (1, or unset, leaves it on; any other value is refused with a
+ValueError); an empty ESPNET_MPQ_CACHE counts as unset. A failed build is reported once (logging, warning level) with the
 compiler's message, and not tried again in that process.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _cpu_model() -> str:
 def _build(compiler: str) -> Path:
     """The built library's path; builds it (atomically) if this source, compiler and CPU have none."""
     key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *FLAGS, _cpu_model()]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("ESPNET_MPQ_CACHE", Path.home() / ".cache" / "espnet_mpq"))
+    cache = Path(os.environ.get("ESPNET_MPQ_CACHE") or Path.home() / ".cache" / "espnet_mpq")
     lib = cache / f"native_mixture-{key}.so"
     if lib.is_file():
         return lib
@@ -64,7 +65,10 @@ def _build(compiler: str) -> Path:
 
 def kernels():
     """The loaded kernel library (ctypes.CDLL), or None (turned off, no compiler, or a failed build)."""
-    if os.environ.get("ESPNET_MPQ_NATIVE", "1") == "0":
+    switch = os.environ.get("ESPNET_MPQ_NATIVE", "1")
+    if switch not in ("0", "1"):
+        raise ValueError(f"ESPNET_MPQ_NATIVE={switch!r}: must be 0 (the eager CPU loop) or 1 (the C kernel)")
+    if switch == "0":
         return None
     with _lock:
         if "lib" not in _state:
