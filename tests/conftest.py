@@ -1,6 +1,12 @@
 """Shared pytest fixtures."""
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+# Triton's interpreter runs the GPU kernel's tests on the CPU. triton.jit decides at import whether it
+# interprets, so this is set before anything imports triton (the kernel stays off unless a test sets
+# ESPNET_MPQ_TRITON=1).
+os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 

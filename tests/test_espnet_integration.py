@@ -9,6 +9,7 @@ the model is built.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -495,3 +496,21 @@ def test_joint_trains_in_two_gloo_ddp_processes_on_cpu(tiny_asr_corpus, tiny_hub
     final = model_state(out / "1epoch.pth")
     assert int(final["mpq_iteration"]) == 2  # each rank trains on half of each batch of 4 utterances
     assert all(float(v.sum()) == 1.0 for v in buffers(final, "fixed_onehot").values())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_joint_trains_with_the_triton_kernel_as_with_the_default_kernel(tiny_asr_corpus, tiny_hubert_ckpt, workdir):
+    """ESPNET_MPQ_TRITON=1 through ESPnet's trainer, every layer group (the kernel interpreted on the CPU
+    by TRITON_INTERPRET=1): the first epoch's training loss equals the default kernel's to rounding."""
+    config = write_config(workdir / "joint_triton.yaml", "hubert_local", tiny_hubert_ckpt, "joint",
+                          {"candidate_bits": [1, 2, 4, 8], "target_avg_bits": 3.0, "search_length": 1,
+                           "modules": ALL_GROUPS})
+    losses = {}
+    for kernel, env in {"default": {}, "triton": {"ESPNET_MPQ_TRITON": "1", "TRITON_INTERPRET": "1"}}.items():
+        out = workdir / f"joint_{kernel}"
+        proc = subprocess.run(asr_train_command(tiny_asr_corpus, config, out, "--seed", "0"), capture_output=True,
+                              text=True, timeout=TRAIN_TIMEOUT_S, cwd=out.parent, env={**os.environ, **env})
+        assert proc.returncode == 0, f"asr_train ({kernel}) failed:\n{proc.stderr[-5000:]}"
+        assert ("the quantizer runs the Triton kernel (interpreted" in proc.stderr) == (kernel == "triton")
+        losses[kernel] = float(re.search(r"\bloss=([-0-9.e]+)", Run(out, proc.stderr).epoch_results(1)).group(1))
+    assert losses["triton"] == pytest.approx(losses["default"], rel=1e-3)

@@ -1,12 +1,15 @@
-"""Specification of the fused mixture quantizer (espnet_mpq.core.fused) and its C kernel (espnet_mpq.core.native)."""
+"""Specification of the fused mixture quantizer (espnet_mpq.core.fused), its C kernel (espnet_mpq.core.native)
+and its Triton kernel (espnet_mpq.core.triton_kernel, run here by Triton's interpreter on the CPU)."""
+import importlib.util
 import logging
 import os
 import shutil
+import sys
 
 import pytest
 import torch
 
-from espnet_mpq.core import fused, native
+from espnet_mpq.core import fused, native, triton_kernel
 from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
 from espnet_mpq.core.primitives import fake_quantize, init_scale, mix_fake_quantize, qmax
 
@@ -33,12 +36,23 @@ def values_and_grads(fn, w, scales, g, grad_out):
 
 STRATEGIES = {"loop": False, "broadcast": True}  # what torch.compile takes (the C kernel is not compiled)
 HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
-@pytest.fixture(params=["native", "loop", "broadcast"])
+def use_triton_interpreter(monkeypatch):
+    """The Triton kernel on, run by Triton's interpreter on CPU tensors."""
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed: the Triton kernel cannot be checked here")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("ESPNET_MPQ_TRITON", "1")
+    assert triton_kernel.kernels() is not None
+
+
+@pytest.fixture(params=["native", "loop", "broadcast", "triton"])
 def broadcast(request, monkeypatch):
-    """The three strategies of fused_mix_fake_quantize, as its ``broadcast`` argument: the C kernel
-    (the CPU default), the eager candidate loop (ESPNET_MPQ_NATIVE=0) and the broadcast."""
+    """The four kernels of fused_mix_fake_quantize, as its ``broadcast`` argument: the C kernel
+    (the CPU default), the eager candidate loop (ESPNET_MPQ_NATIVE=0), the broadcast, and the
+    broadcast's Triton kernel (ESPNET_MPQ_TRITON=1, interpreted)."""
     if request.param == "native":
         if not HAS_COMPILER:
             pytest.skip("no C compiler: the C kernel cannot be built here")
@@ -46,7 +60,9 @@ def broadcast(request, monkeypatch):
         assert native.kernels() is not None
     else:
         monkeypatch.setenv("ESPNET_MPQ_NATIVE", "0")
-    return request.param == "broadcast"
+    if request.param == "triton":
+        use_triton_interpreter(monkeypatch)
+    return request.param in ("broadcast", "triton")
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -70,9 +86,11 @@ def test_clipped_elements_get_no_weight_gradient():
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_one_candidate_with_weight_one_is_bit_identical_to_fake_quantize(bits):
+def test_one_candidate_with_weight_one_is_bit_identical_to_fake_quantize(bits, broadcast):
     w, scales, _, _ = inputs(SHAPES["linear"], (bits,))
-    assert torch.equal(fused_mix_fake_quantize(w, scales, torch.ones(1), (bits,)), fake_quantize(w, scales[0], bits))
+    w[0, :4] = scales[0, 0].abs() * torch.tensor([0.5, 1.5, -0.5, -2.5])  # ties: rounded half to even
+    got = fused_mix_fake_quantize(w, scales, torch.ones(1), (bits,), broadcast=broadcast)
+    assert torch.equal(got, fake_quantize(w, scales[0], bits))
 
 
 def test_backward_keeps_no_per_candidate_tensor(broadcast):
@@ -125,6 +143,8 @@ def test_the_default_strategy_loops_on_the_cpu_and_broadcasts_elsewhere(monkeypa
 
 
 def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound(broadcast):
+    if os.environ.get("ESPNET_MPQ_TRITON") == "1":
+        pytest.skip("the Triton kernel computes every candidate (next test)")
     bits = (2, 4, 8)
     w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
     g = torch.tensor([0.5 * DEAD_CANDIDATE_THRESHOLD, 0.3, 0.7 - 0.5 * DEAD_CANDIDATE_THRESHOLD])
@@ -136,6 +156,17 @@ def test_candidate_below_the_threshold_is_skipped_within_the_documented_bound(br
     assert 0 < (skipped["W_eff"] - exact["W_eff"]).abs().max() <= bound + 1e-6  # + float rounding
     assert ((skipped["dW"] - exact["dW"]).abs() <= g[0] * grad_out.abs() + 1e-6).all()
     torch.testing.assert_close(skipped["dg"][1:], exact["dg"][1:], rtol=1e-5, atol=1e-6)
+
+
+def test_the_triton_kernel_computes_every_candidate_however_small_its_weight(monkeypatch):
+    use_triton_interpreter(monkeypatch)
+    bits = (2, 4, 8)
+    w, scales, _, grad_out = inputs(SHAPES["linear"], bits)
+    g = torch.tensor([0.5 * DEAD_CANDIDATE_THRESHOLD, 0.3, 0.7 - 0.5 * DEAD_CANDIDATE_THRESHOLD])
+    exact = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, broadcast=True), w, scales, g, grad_out)
+    for name in exact:
+        torch.testing.assert_close(got[name], exact[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_candidate_just_above_the_threshold_is_computed():
@@ -281,3 +312,52 @@ def test_an_empty_cache_variable_builds_in_the_default_place_not_the_working_dir
     assert native.kernels() is not None
     assert [p.name for p in tmp_path.iterdir()] == ["home"]
     assert list((tmp_path / "home" / ".cache" / "espnet_mpq").glob("native_mixture-*.so"))
+
+
+def test_the_broadcast_runs_the_triton_kernel_when_it_is_on_and_not_otherwise(monkeypatch):
+    use_triton_interpreter(monkeypatch)
+    calls = []
+    original = triton_kernel.mix_fake_quantize
+    monkeypatch.setattr(triton_kernel, "mix_fake_quantize", lambda *a: calls.append(a[3]) or original(*a))
+    bits = (1, 2, 4, 8)
+    values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, broadcast=True), *inputs(SHAPES["conv1d"], bits))
+    fused_mix_fake_quantize(*inputs(SHAPES["linear"], bits)[:3], bits, broadcast=False)  # the loop: not the kernel
+    fused_mix_fake_quantize(*inputs(SHAPES["linear"], bits)[:3], bits, broadcast=True, compile=True)  # compiled: not
+    monkeypatch.setenv("ESPNET_MPQ_TRITON", "0")
+    fused_mix_fake_quantize(*inputs(SHAPES["linear"], bits)[:3], bits, broadcast=True)
+    assert calls == [bits]
+
+
+@pytest.mark.parametrize("value", ["true", "2", ""])
+def test_a_triton_switch_other_than_0_or_1_is_refused_by_name(value, monkeypatch):
+    monkeypatch.setenv("ESPNET_MPQ_TRITON", value)
+    with pytest.raises(ValueError, match=f"ESPNET_MPQ_TRITON='{value}': must be 0 .* or 1"):
+        fused_mix_fake_quantize(*inputs(SHAPES["linear"], (2, 4))[:3], (2, 4), broadcast=True)
+
+
+def test_without_triton_the_broadcast_runs_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(triton_kernel, "_state", {})  # forget this process's kernel
+    monkeypatch.delitem(sys.modules, "espnet_mpq.core.triton_mixture", raising=False)
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton raises ImportError
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("ESPNET_MPQ_TRITON", "1")
+    bits = (2, 4, 8)
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), *inputs(SHAPES["linear"], bits))
+    with caplog.at_level(logging.WARNING):
+        got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0, broadcast=True),
+                               *inputs(SHAPES["linear"], bits))
+    assert "cannot load the Triton kernel" in caplog.text and "uses its broadcast" in caplog.text
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("columns", [1, 16, 1000, 4097])
+def test_the_triton_kernel_covers_rows_of_any_length(columns, monkeypatch):
+    """Rows shorter than one chunk, exactly one, and several chunks with a remainder."""
+    use_triton_interpreter(monkeypatch)
+    bits = (1, 3, 8)
+    w, scales, g, grad_out = inputs((3, columns), bits)
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), w, scales, g, grad_out)
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, broadcast=True), w, scales, g, grad_out)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)

@@ -31,7 +31,9 @@ values and gradients (to float rounding; one candidate's values to the bit):
   a fixed number of operators (about 40 per step) whatever n is, at the price of
   n-times larger temporaries. On a GPU the cost of a step is the host's
   dispatching of small operators (about 14 us each on an H200; RESULTS.md), not
-  the memory traffic.
+  the memory traffic. Its kernel, with ESPNET_MPQ_TRITON=1 on a CUDA GPU:
+  espnet_mpq.core.triton_kernel, one Triton launch forward and one backward
+  (off by default until measured on a GPU).
 
 The work runs over blocks of output channels whose temporaries have at most
 LOOP_BLOCK_ELEMENTS / BROADCAST_BLOCK_ELEMENTS elements; each block writes its rows
@@ -62,7 +64,7 @@ import threading
 
 import torch
 
-from espnet_mpq.core import native
+from espnet_mpq.core import native, triton_kernel
 from espnet_mpq.core.primitives import positive_scale, qmax
 
 # g_i below this skips candidate i (see the module docstring for the bias it causes).
@@ -330,6 +332,8 @@ def fused_mix_fake_quantize(
         compile: run the per-block math through torch.compile.
         broadcast: compute all candidates in one broadcast (n, C_out, ...) pass (True) or loop
             over them (False); None (default) broadcasts on accelerators and loops on the CPU.
+            With ESPNET_MPQ_TRITON=1, True and None run the Triton kernel where it takes the
+            tensors (CUDA; CPU under TRITON_INTERPRET=1): espnet_mpq.core.triton_kernel.
 
     Returns:
         W_eff, the shape of ``weight``. Equal to ``mix_fake_quantize`` in values and in every
@@ -342,9 +346,11 @@ def fused_mix_fake_quantize(
             f"{len(bits)} candidates {list(bits)} need scales (n, C_out) and mixture (n,); "
             f"got {tuple(scales.shape)} and {tuple(mixture.shape)}"
         )
-    active = tuple(range(len(bits))) if compile else _active(mixture, dead_threshold)
+    if broadcast is not False and not compile and triton_kernel.usable(bits, weight, scales, mixture):
+        return triton_kernel.mix_fake_quantize(weight, scales, mixture, bits)
     if broadcast is None:
         broadcast = weight.device.type != "cpu"
+    active = tuple(range(len(bits))) if compile else _active(mixture, dead_threshold)
     return _FusedMixFakeQuantize.apply(weight, positive_scale(scales), mixture, bits, active, compile, broadcast)
 
 

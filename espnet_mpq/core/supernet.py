@@ -251,8 +251,8 @@ class MixedPrecisionWeight(nn.Module):
         bits, scales, sampling = self.step_inputs(weight)
         g = self.mixture_weights() if sampling else scales.new_ones(1)
         mix = compiled_fused_mix_fake_quantize if self.compile else fused_mix_fake_quantize
-        with float32_math(weight.device.type):
-            return mix(weight.float(), scales, g, bits)
+        with float32_math(weight.device.type):  # (no cast dispatched for a float32 weight)
+            return mix(weight if weight.dtype == torch.float32 else weight.float(), scales, g, bits)
 
     def extra_repr(self) -> str:
         mode = f"fixed={self.chosen_bits}" if self.is_fixed else f"searching, tau={self._tau:.3g}"
