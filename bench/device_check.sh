@@ -13,13 +13,15 @@
 #
 # Stages:
 #   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py), eager, every strategy
-#     (broadcast, the GPU's default; loop; grouped): fp32, then bf16 autocast
+#     (broadcast, the GPU's default; loop; grouped; the Triton kernel): fp32, then bf16 autocast
 #   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
-#     HuBERT-large sizes (bench/real_shapes.py), batches 1 x 2 s and 4 x 4 s, eager, fp32,
-#     layer by layer (the default) and grouped; then the 4 x 4 s batch under bf16 autocast
+#     HuBERT-large sizes (bench/real_shapes.py --no_accounting), batches 1 x 2 s and 4 x 4 s,
+#     eager, fp32, layer by layer: the default (broadcast) and the Triton kernel; then the
+#     4 x 4 s batch under bf16 autocast (grouped is timed in stage 1 only)
 #   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
 #     the 32-bit model, then one compression run (stage 10) per quantizer: joint, two_stage
-#     (the searching ones first), uniform, ptq, none, with --ngpu 1 and use_amp=true
+#     (the searching ones first), uniform, ptq, none, with --ngpu 1, use_amp=true and the
+#     Triton kernel (ESPNET_MPQ_TRITON=1; the broadcast ran this stage on 2026-11-27)
 #   4 the compiled quantizer at the published sizes (fp32), with what time is left
 # --cpu runs every stage on the CPU at small sizes (1 layer, tiny batches, wav2vec2-base
 # only, quantizer eager only, no AMP in ESPnet: its AMP is CUDA-only); it tests the
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --cpu) cpu=true; shift ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
     --budget) budget=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -65,14 +67,14 @@ run() {
 if $cpu; then
   device=cpu; ngpu=0; amp_train=false
   step_args=(--device cpu --layers 1 --batch 1 --frames 50 --repeats 1 --no_unfused --no_compile)
-  shape_args=(--device cpu --models wav2vec2_base --batches 1x0.25 --repeats 1)
-  compile=(); big_batch=1x0.25
+  shape_args=(--device cpu --models wav2vec2_base --batches 1x0.25 --repeats 1 --no_accounting)
+  compile=(); big_batch=1x0.25; triton=()
 else
   command -v nvidia-smi > /dev/null || die "no nvidia-smi: run on a CUDA machine, or pass --cpu"
   device=cuda; ngpu=1; amp_train=true
   step_args=(--device cuda --repeats 5)
-  shape_args=(--device cuda --batches 1x2 4x4 --repeats 3)
-  compile=(--compile); big_batch=4x4
+  shape_args=(--device cuda --batches 1x2 4x4 --repeats 3 --no_accounting)
+  compile=(--compile); big_batch=4x4; triton=(--triton)
 fi
 
 log "device check of issue 10 on $device, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- espnet_mpq bench || echo ' (+ local changes)'), budget $budget s"
@@ -87,10 +89,13 @@ run "step, bf16 autocast" 20 $((budget * 5 / 100)) $python bench/step_overhead.p
   --no_compile --no_unfused
 
 log "Stage 2: step cost and peak memory at the published sizes"
-run "real shapes, fp32" 60 $((budget * 38 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --grouped
-run "real shapes, bf16" 20 $((budget * 10 / 100)) $python bench/real_shapes.py "${shape_args[@]}" --batches "$big_batch" --amp bf16
+run "real shapes, fp32" 60 $((budget * 38 / 100)) $python bench/real_shapes.py "${shape_args[@]}" "${triton[@]}"
+run "real shapes, bf16" 20 $((budget * 10 / 100)) $python bench/real_shapes.py "${shape_args[@]}" "${triton[@]}" \
+  --batches "$big_batch" --amp bf16
 
-log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer"
+# The default broadcast ran stage 3 on an H200 (2026-11-27); this stage now runs the Triton kernel.
+[ "$device" = cpu ] || export ESPNET_MPQ_TRITON=1
+log "Stage 3: ESPnet training with --ngpu $ngpu, use_amp=$amp_train, every quantizer, ESPNET_MPQ_TRITON=${ESPNET_MPQ_TRITON:-0}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
 # The smoke config set's training overrides, plus AMP.
 overrides="$(set +u; . egs/librispeech/conf/sets/smoke.sh; echo "$train_overrides") use_amp=$amp_train"
@@ -103,6 +108,7 @@ for quantizer in joint_3.0bit two_stage_3.0bit uniform_4bit ptq_4bit none; do
   tail -n 3 "$work/exp/asr_mpq_$quantizer/train.log" >> "$out" 2>/dev/null || true
 done
 rm -rf "$work"
+unset ESPNET_MPQ_TRITON
 
 if [ ${#compile[@]} -gt 0 ]; then
   log "Stage 4: the compiled quantizer at the published sizes"

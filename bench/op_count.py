@@ -8,7 +8,9 @@ Runs one training step (forward + backward, after a warm-up step) of the same
 wav2vec2-base transformer layer(s) as bench/step_overhead.py, in each of its eager
 modes and with each strategy of the quantizer (``loop`` over candidates, the CPU's
 default; ``broadcast``, all candidates of a layer at once, the default on accelerators;
-``grouped``, the layers of the step in a few grouped calls, ``grouped: true``), under
+``grouped``, the layers of the step in a few grouped calls, ``grouped: true``; ``triton``,
+the broadcast's Triton kernel, ESPNET_MPQ_TRITON=1, whose launches are counted by a stand-in
+that computes nothing, one operator each), under
 torch.profiler on the CPU, and counts the ATen operators called from outside
 another ATen operator (``top-level``: each is one trip through the dispatcher from
 Python or autograd; on a GPU, one kernel launch or a view) and all ATen operators.
@@ -40,12 +42,42 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mpq.core.supernet as supernet_module
+from espnet_mpq.core import triton_kernel
 from espnet_mpq.core.fused import fused_mix_fake_quantize
 from espnet_mpq.core.budget import search_summary
 from espnet_mpq.core.transform import expected_average_bits, quantized_layers, set_temperature
 from step_overhead import BITS, STRATEGIES, build_stack
 
 FRAMES, BATCH = 50, 1
+
+
+class LaunchCounter:
+    """Stands in for the Triton kernels (espnet_mpq.core.triton_kernel) on the CPU: each launch is
+    counted as one top-level operator and computes nothing (the operator count does not depend on
+    the values)."""
+
+    def __init__(self):
+        self.count = 0
+        self._saved = (triton_kernel.usable, triton_kernel.kernels)
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            if torch.autograd.profiler._is_profiler_enabled:  # counted in the profiled step only
+                self.count += 1
+        return launch
+
+    @property
+    def mixture_forward(self):
+        return self
+
+    mixture_backward = mixture_forward
+
+    def install(self, on: bool) -> None:
+        """Route fused_mix_fake_quantize's broadcast to the counted stand-in (on) or restore the real kernel."""
+        if on:
+            triton_kernel.usable, triton_kernel.kernels = (lambda bits, *tensors: True), (lambda: self)
+        else:
+            triton_kernel.usable, triton_kernel.kernels = self._saved
 
 
 def count_step(model: torch.nn.Module) -> tuple[int, int]:
@@ -97,18 +129,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     counts = {}
-    for strategy, (broadcast, grouped) in STRATEGIES.items():
+    launches = LaunchCounter()
+    for strategy, (broadcast, grouped, triton) in STRATEGIES.items():
         # Every candidate computed, as on a GPU; the strategy forced.
         supernet_module.fused_mix_fake_quantize = functools.partial(fused_mix_fake_quantize, dead_threshold=0.0,
                                                                     broadcast=broadcast)
+        launches.install(triton == "1")
         for mode, bits in BITS.items():
             if bits is None and strategy != "loop":
                 continue
             name = mode if bits is None else f"{mode}/{strategy}"
             model = build_stack(args.layers, bits, compile=False, seed=0, grouped=grouped).train()
+            launches.count = 0
             top, total = count_step(model)
-            counts[name] = {"quantized_weights": len(list(quantized_layers(model))), "top_level_ops": top,
-                            "all_ops": total}
+            counts[name] = {"quantized_weights": len(list(quantized_layers(model))), "top_level_ops": top + launches.count,
+                            "all_ops": total + launches.count}
+    launches.install(False)
     base = counts["fp32"]["top_level_ops"]
     print(f"{args.layers} x wav2vec2-base layer, one training step (forward + backward), torch {torch.__version__}")
     print(f"{'mode':<22} {'weights':>7} {'top-level ops':>13} {'all ops':>8} {'extra top-level ops / weight':>29}")

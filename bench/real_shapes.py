@@ -8,7 +8,8 @@ Usage:
 For each model (random weights, the published layer sizes, built by s3prl's model
 classes): quantizes every conv-extractor, positional-conv and transformer Linear
 layer as a supernet over [2, 4, 8] (the default quantizer: the fused op, eager, layer by
-layer; ``--grouped`` adds ``grouped: true``, ``--compile`` the compiled per-layer op), fixes each layer's bit-width (argmax of random
+layer; ``--grouped`` adds ``grouped: true``, ``--compile`` the compiled per-layer op, ``--triton``
+(CUDA only) the Triton kernel, ESPNET_MPQ_TRITON=1), fixes each layer's bit-width (argmax of random
 logits: a mixed-precision assignment), exports the packed file, and prints
 parameters, quantized parameters, average bits, compression ratio from the
 accounting, packed file size and packed/accounted size. The pretraining heads
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from espnet_mpq.core import triton_kernel
 from espnet_mpq.core.accounting import storage_report
 from espnet_mpq.core.packed_file import save_packed
 from espnet_mpq.core.transform import fix_bit_widths, prepare, quantized_layers
@@ -58,8 +60,10 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-# Quantized modes -> prepare's (compile, grouped): the default (layer by layer), grouped, compiled.
-QUANTIZED_MODES = {"supernet": (False, False), "supernet/grouped": (False, True), "compile": (True, False)}
+# Quantized modes -> prepare's (compile, grouped): the default (layer by layer), grouped, compiled,
+# and layer by layer with the Triton kernel (ESPNET_MPQ_TRITON=1; CUDA only).
+QUANTIZED_MODES = {"supernet": (False, False), "supernet/grouped": (False, True), "compile": (True, False),
+                   "supernet/triton": (False, False)}
 
 
 def build(name: str, mode: str) -> torch.nn.Module:
@@ -76,6 +80,10 @@ def child(spec: dict) -> dict:
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
+    os.environ["ESPNET_MPQ_TRITON"] = "1" if spec["mode"] == "supernet/triton" else "0"
+    if spec["mode"] == "supernet/triton" and not (cuda and triton_kernel.kernels() is not None):
+        raise SystemExit(f"mode supernet/triton needs a CUDA device and triton (device {device}): "
+                         "it would time the broadcast")
     model = build(spec["model"], spec["mode"]).to(device)
     audio = torch.randn(spec["batch"], int(SAMPLE_RATE * spec["seconds"]), device=device)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -95,6 +103,8 @@ def child(spec: dict) -> dict:
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
+    if spec["mode"] == "supernet/triton" and triton_kernel.forward_calls == 0:
+        raise SystemExit("mode supernet/triton: the Triton kernel never ran (the quantizer fell back to the broadcast)")
     peak_mb = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3) / 1e6
     return {**spec, "step_s": round(statistics.median(times), 6), "rss_built_mb": round(built_mb),
             "peak_rss_mb": round(peak_mb)}
@@ -145,6 +155,10 @@ def main() -> None:
                         help="time 32-bit and the compiled quantizer only (not the eager one)")
     parser.add_argument("--grouped", action="store_true",
                         help="also time the grouped quantizer (grouped: true) as supernet/grouped")
+    parser.add_argument("--triton", action="store_true",
+                        help="also time the Triton kernel (ESPNET_MPQ_TRITON=1, CUDA only) as supernet/triton")
+    parser.add_argument("--no_accounting", action="store_true",
+                        help="skip the accounting and the packed file (CPU work; the step figures only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                         help="autocast the model (the quantizer itself always runs in float32)")
@@ -155,7 +169,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    other = ["supernet/grouped"] if args.grouped else []
+    if args.triton and not args.device.startswith("cuda"):
+        parser.error(f"--triton needs a CUDA device, not --device {args.device}")
+    other = (["supernet/grouped"] if args.grouped else []) + (["supernet/triton"] if args.triton else [])
     modes = ["fp32", "compile"] if args.only_compiled else ["fp32", "supernet", *other] + (["compile"] if args.compile else [])
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "
@@ -164,10 +180,14 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = {"model": name, **accounting(name, Path(tmp)), "steps": []}
-            print(f"{name}: {r['params']:,} params, {r['quantized_params']:,} quantized, {r['avg_bits']:.3f} avg bits, "
-                  f"compression {r['compression_ratio']:.2f}x, accounted {r['accounted_mb']:.2f} MB, "
-                  f"packed {r['packed_mb']:.2f} MB (x{r['packed_over_accounted']:.4f})", flush=True)
+            if args.no_accounting:
+                r = {"model": name, "steps": []}
+                print(f"{name}:", flush=True)
+            else:
+                r = {"model": name, **accounting(name, Path(tmp)), "steps": []}
+                print(f"{name}: {r['params']:,} params, {r['quantized_params']:,} quantized, {r['avg_bits']:.3f} avg "
+                      f"bits, compression {r['compression_ratio']:.2f}x, accounted {r['accounted_mb']:.2f} MB, "
+                      f"packed {r['packed_mb']:.2f} MB (x{r['packed_over_accounted']:.4f})", flush=True)
             for batch in args.batches:
                 b, s = batch.split("x")
                 rounds = [{m: run_child({"model": name, "mode": m, "batch": int(b), "seconds": float(s),

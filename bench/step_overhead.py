@@ -14,8 +14,9 @@ of the search (Gumbel-Softmax temperature 0.1, where dead candidates are skipped
 swapped in for that mode only); the strategies other than the device's default
 (default: ``loop`` on the CPU, ``broadcast`` elsewhere): ``*/loop`` and ``*/broadcast``, the
 per-layer fused op over candidates in a loop or in one broadcast (espnet_mpq.core.fused),
-and ``*/grouped``, the layers of the step in a few grouped calls (``grouped: true``,
-espnet_mpq.core.grouped); and
+``*/grouped``, the layers of the step in a few grouped calls (``grouped: true``,
+espnet_mpq.core.grouped); on CUDA with triton installed, ``*/triton``, the broadcast's Triton kernel
+(ESPNET_MPQ_TRITON=1, espnet_mpq.core.triton_kernel; uniform 4-bit too); and
 ``*+compile``, the fused op's kernels through
 torch.compile (``compile: true``; the one-off compile happens in the warm-up step
 and is not timed). Modes are measured round-robin so that drift in machine load
@@ -31,10 +32,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -42,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import espnet_mpq.core.supernet as supernet_module
+from espnet_mpq.core import triton_kernel
 from espnet_mpq.core.fused import DEAD_CANDIDATE_THRESHOLD, fused_mix_fake_quantize
 from espnet_mpq.core.primitives import mix_fake_quantize
 from espnet_mpq.core.transform import prepare
@@ -50,8 +54,21 @@ BITS = {"fp32": None, "uniform4": [4], "supernet3": [2, 4, 8], "supernet5": [1, 
 LATE_TAU = 0.1  # the end of the recipe's temperature anneal
 
 
-# Strategies of the quantizer: name -> (fused op's broadcast, prepare's grouped); see the docstring.
-STRATEGIES = {"loop": (False, False), "broadcast": (True, False), "grouped": (None, True)}
+# Strategies of the quantizer: name -> (fused op's broadcast, prepare's grouped, ESPNET_MPQ_TRITON);
+# see the docstring. ``triton`` is the broadcast's Triton kernel (CUDA only).
+STRATEGIES = {"loop": (False, False, "0"), "broadcast": (True, False, "0"), "grouped": (None, True, "0"),
+              "triton": (True, False, "1")}
+
+
+def strategies(device: torch.device) -> dict[str, tuple]:
+    """The strategies that run on ``device``: the Triton kernel needs CUDA and triton (else it is left
+    out, with a note on stderr, rather than timed as the broadcast it would fall back to)."""
+    available = dict(STRATEGIES)
+    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+        print(f"note: strategy triton left out (device {device}, triton "
+              f"{'installed' if importlib.util.find_spec('triton') else 'not installed'})", file=sys.stderr)
+        del available["triton"]
+    return available
 
 
 def default_strategy(device: torch.device) -> str:
@@ -114,23 +131,24 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet, grouped)
-    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize, False) for m, bits in BITS.items()}
-    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize, False)
+    # mode -> (candidate bits, compile, temperature, mix function swapped into the supernet, grouped,
+    # ESPNET_MPQ_TRITON)
+    modes = {m: (bits, False, 1.0, fused_mix_fake_quantize, False, "0") for m, bits in BITS.items()}
+    modes["supernet3@tau0.1"] = (BITS["supernet3"], False, LATE_TAU, fused_mix_fake_quantize, False, "0")
     if not args.no_unfused:
-        modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize, False)
+        modes.update({f"{m}/unfused": (BITS[m], False, 1.0, mix_fake_quantize, False, "0")
                       for m in ("supernet3", "supernet5")})
     if not args.no_other_strategy:
-        for strategy, (broadcast, grouped) in STRATEGIES.items():
+        for strategy, (broadcast, grouped, triton) in strategies(device).items():
             if strategy != default_strategy(device):
                 mix = functools.partial(fused_mix_fake_quantize, broadcast=broadcast)
-                modes.update({f"{m}/{strategy}": (BITS[m], False, 1.0, mix, grouped)
-                              for m in ("supernet3", "supernet5")})
+                modes.update({f"{m}/{strategy}": (BITS[m], False, 1.0, mix, grouped, triton)
+                              for m in (("uniform4",) if strategy == "triton" else ()) + ("supernet3", "supernet5")})
     if not args.no_compile:
-        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize, False)
+        modes.update({f"{m}+compile": (bits, True, 1.0, fused_mix_fake_quantize, False, "0")
                       for m, bits in BITS.items() if bits is not None})
     models = {}
-    for m, (bits, comp, tau, _, grouped) in modes.items():
+    for m, (bits, comp, tau, _, grouped, _) in modes.items():
         models[m] = build_stack(args.layers, bits, comp, args.seed, grouped).to(device).train()
         for module in models[m].modules():
             if isinstance(module, supernet_module.MixedPrecisionWeight):
@@ -141,6 +159,7 @@ def main() -> None:
 
     def step(mode: str) -> float:
         supernet_module.fused_mix_fake_quantize = modes[mode][3]
+        os.environ["ESPNET_MPQ_TRITON"] = modes[mode][5]
         autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                     else contextlib.nullcontext())
         if device.type == "cuda":
@@ -157,12 +176,16 @@ def main() -> None:
 
     load_before = os.getloadavg()
     for mode in modes:  # warm-up (allocator, lazy scale initialisation, compile)
+        launched = triton_kernel.forward_calls
         step(mode)
+        if mode.endswith("/triton") and triton_kernel.forward_calls == launched:
+            sys.exit(f"mode {mode} would time the broadcast: the Triton kernel never ran (see the warnings)")
     times = {m: [] for m in modes}
     for _ in range(args.repeats):
         for mode in modes:
             times[mode].append(step(mode))
     supernet_module.fused_mix_fake_quantize = fused_mix_fake_quantize
+    os.environ.pop("ESPNET_MPQ_TRITON", None)
     median = {m: statistics.median(t) for m, t in times.items()}
 
     print(f"device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
