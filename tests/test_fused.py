@@ -361,3 +361,21 @@ def test_the_triton_kernel_covers_rows_of_any_length(columns, monkeypatch):
     got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, broadcast=True), w, scales, g, grad_out)
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the C kernel cannot be built here")
+def test_a_cached_kernel_that_does_not_load_is_built_again(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("ESPNET_MPQ_NATIVE", "1")
+    monkeypatch.setenv("ESPNET_MPQ_CACHE", str(tmp_path))
+    cached = native._build(shutil.which(os.environ.get("CC", "cc")))  # built, not loaded (the loader keys on the path)
+    cached.write_bytes(b"not a shared library")
+    with caplog.at_level(logging.WARNING):
+        assert native.kernels() is not None
+    assert "does not load" in caplog.text and "building it again" in caplog.text
+    assert cached.read_bytes()[:4] == b"\x7fELF"
+    bits = (2, 4, 8)
+    ref = values_and_grads(lambda *a: mix_fake_quantize(*a, bits), *inputs(SHAPES["linear"], bits))
+    got = values_and_grads(lambda *a: fused_mix_fake_quantize(*a, bits, dead_threshold=0.0), *inputs(SHAPES["linear"], bits))
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)

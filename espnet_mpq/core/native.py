@@ -6,7 +6,7 @@ per source, compiler and CPU with the C compiler found as $CC, else ``cc`` (flag
 -fopenmp -ffp-contract=off) into $ESPNET_MPQ_CACHE (default ~/.cache/espnet_mpq), written atomically.
 ESPNET_MPQ_NATIVE=0 turns it off (1, or unset, leaves it on; any other value is refused with a
 ValueError); an empty ESPNET_MPQ_CACHE counts as unset. A failed build is reported once (logging, warning level) with the
-compiler's message, and not tried again in that process.
+compiler's message, and not tried again in that process. A cached library that does not load is built again.
 """
 from __future__ import annotations
 
@@ -63,6 +63,18 @@ def _build(compiler: str) -> Path:
     return lib
 
 
+def _load(compiler: str) -> ctypes.CDLL:
+    """The library, loaded; a cached file that does not load (truncated, or written by something else)
+    is removed and built again, once."""
+    lib = _build(compiler)
+    try:
+        return ctypes.CDLL(str(lib))
+    except OSError as err:
+        logging.warning("espnet_mpq: the cached kernel %s does not load (%s): building it again", lib, err)
+        lib.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_build(compiler)))
+
+
 def kernels():
     """The loaded kernel library (ctypes.CDLL), or None (turned off, no compiler, or a failed build)."""
     switch = os.environ.get("ESPNET_MPQ_NATIVE", "1")
@@ -78,7 +90,7 @@ def kernels():
                 logging.warning("espnet_mpq: no C compiler ($CC or cc): the quantizer uses its eager CPU loop")
                 return None
             try:
-                lib = ctypes.CDLL(str(_build(compiler)))
+                lib = _load(compiler)
             except (OSError, subprocess.CalledProcessError) as err:
                 detail = getattr(err, "stderr", "") or err
                 logging.warning("espnet_mpq: building %s failed, the quantizer uses its eager CPU loop: %s",
