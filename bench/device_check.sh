@@ -78,8 +78,9 @@ else
 fi
 
 log "device check of issue 10 on $device, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- espnet_mpq bench || echo ' (+ local changes)'), budget $budget s"
-$python -c 'import torch, platform; print("torch", torch.__version__, "| cuda", torch.version.cuda,
-  "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU", "|", platform.processor())' >> "$out" 2>&1
+$python -c 'import importlib.metadata as m, importlib.util, torch, platform; print("torch", torch.__version__, "| cuda", torch.version.cuda,
+  "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU", "|", platform.processor(),
+  "| triton", m.version("triton") if importlib.util.find_spec("triton") else "not installed")' >> "$out" 2>&1
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$out" 2>&1
 
 log "Stage 1: step cost, 4 x wav2vec2-base layers"

@@ -4,7 +4,9 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -349,6 +351,18 @@ def test_without_triton_the_broadcast_runs_with_a_warning(monkeypatch, caplog):
     assert "cannot load the Triton kernel" in caplog.text and "uses its broadcast" in caplog.text
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_triton_kernels_compile_for_cuda_gpus_ahead_of_time():
+    """Triton's compiler, not its interpreter, for sm_80 and sm_90 (no GPU needed): the interpreter runs
+    kernels that the compiler rejects (a first version reused a variable name across a loop)."""
+    if not HAS_TRITON or importlib.util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("triton with its NVIDIA backend is not installed")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(root / "bench" / "triton_compile.py"), "--arch", "80", "90",
+                           "--candidates", "1", "3", "5"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "0 kernel(s) failed to compile" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("columns", [1, 16, 1000, 4097])

@@ -28,7 +28,7 @@ import torch
 from espnet_mpq.core.primitives import SCALE_EPS, qmax
 
 MAX_CANDIDATES = 8  # bit-widths 1..8 are distinct: a candidate set has at most 8
-TILE_ELEMENTS = 4096  # NP x BLOCK_N per program and chunk
+TILE_ELEMENTS = 2048  # NP x BLOCK_N per program and chunk (4096 spilled a few registers: bench/triton_compile.py)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
