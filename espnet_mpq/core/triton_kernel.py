@@ -18,6 +18,7 @@ Every candidate is computed (no dead-candidate skip: it would read g on the host
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -84,6 +85,14 @@ def _table(bits: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return _TABLES[key]
 
 
+def _on_device_of(t: torch.Tensor):
+    """The CUDA device context of ``t`` where it is not the current device (Triton launches on the
+    current one; ESPnet's ranks set theirs, so this is normally a no-op)."""
+    if t.device.type == "cuda" and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
 def _launch_shape(n: int, columns: int) -> tuple[int, int]:
     """(NP, BLOCK_N): candidates padded to a power of two, columns per chunk within TILE_ELEMENTS."""
     padded = 1 << (n - 1).bit_length()
@@ -104,8 +113,9 @@ class _TritonMixFakeQuantize(torch.autograd.Function):
         columns = weight.numel() // rows
         padded, block = _launch_shape(len(bits), columns)
         out = torch.empty_like(weight)
-        module.mixture_forward[(rows,)](weight, scales, mixture, _table(bits, weight.device), out, rows, columns,
-                                        NUM=len(bits), NP=padded, BLOCK_N=block, EPS=SCALE_EPS)
+        with _on_device_of(weight):
+            module.mixture_forward[(rows,)](weight, scales, mixture, _table(bits, weight.device), out, rows, columns,
+                                            NUM=len(bits), NP=padded, BLOCK_N=block, EPS=SCALE_EPS)
         ctx.save_for_backward(weight, scales, mixture)
         ctx.bits = bits
         return out
@@ -119,9 +129,10 @@ class _TritonMixFakeQuantize(torch.autograd.Function):
         padded, block = _launch_shape(len(bits), columns)
         grad = grad_out if grad_out.is_contiguous() else grad_out.contiguous()
         grad_w, grad_s, partial_g = torch.empty_like(weight), torch.empty_like(scales), torch.empty_like(scales)
-        module.mixture_backward[(rows,)](grad, weight, scales, mixture, _table(bits, weight.device), grad_w, grad_s,
-                                         partial_g, rows, columns, NUM=len(bits), NP=padded, BLOCK_N=block,
-                                         EPS=SCALE_EPS)
+        with _on_device_of(weight):
+            module.mixture_backward[(rows,)](grad, weight, scales, mixture, _table(bits, weight.device), grad_w,
+                                             grad_s, partial_g, rows, columns, NUM=len(bits), NP=padded,
+                                             BLOCK_N=block, EPS=SCALE_EPS)
         return grad_w, grad_s, partial_g.sum(1), None
 
 
