@@ -58,7 +58,7 @@ def _candidates(scale_ptr, table_ptr, C, row, NUM: tl.constexpr, NP: tl.constexp
 def mixture_forward(w_ptr, scale_ptr, g_ptr, table_ptr, out_ptr, C, N,
                     NUM: tl.constexpr, NP: tl.constexpr, BLOCK_N: tl.constexpr, EPS: tl.constexpr):
     row = tl.program_id(0)
-    raw, s, q, sign, valid = _candidates(scale_ptr, table_ptr, C, row, NUM, NP, EPS)
+    _, s, q, sign, valid = _candidates(scale_ptr, table_ptr, C, row, NUM, NP, EPS)
     g = tl.load(g_ptr + tl.arange(0, NP), mask=valid, other=0.0)
     coef = (s * g)[:, None]
     s2, q2, sign2 = s[:, None], q[:, None], sign[:, None]
@@ -67,7 +67,7 @@ def mixture_forward(w_ptr, scale_ptr, g_ptr, table_ptr, out_ptr, C, N,
         cols = start + tl.arange(0, BLOCK_N)
         inside_row = cols < N
         w = tl.load(w_ptr + base + cols, mask=inside_row, other=0.0)
-        clamped, levels = _levels(tl.math.div_rn(w[None, :], s2), q2, sign2)
+        levels = _levels(tl.math.div_rn(w[None, :], s2), q2, sign2)[1]  # (no name bound in the loop twice)
         tl.store(out_ptr + base + cols, tl.sum(levels * coef, axis=0), mask=inside_row)
 
 
