@@ -89,7 +89,7 @@ def test_benchmark_systems_are_tracked_and_quantize_every_weight_group(benchmark
     names = {path.stem for path in BENCH.glob("*.yaml")}
     expected = ({f"ptq_{b}bit" for b in (8, 4, 3)} | {f"uniform_{b}bit" for b in (8, 4, 3, 2)}
                 | {f"{m}_{t}bit" for m in ("joint", "two_stage") for t in TARGETS}
-                | {f"{m}_{t}bit_seed2" for m in ("joint", "two_stage") for t in ("2.5", "1.5")})
+                | {f"{m}_{t}bit_seed2" for m in ("joint", "two_stage") for t in ("3.0", "2.5", "1.5")})
     assert names == expected
     ignored = subprocess.run(["git", "check-ignore", *map(str, BENCH.glob("*.yaml"))], cwd=REPO,
                              capture_output=True, text=True).stdout
