@@ -13,11 +13,12 @@
 #
 # Stages:
 #   1 step cost, 4 x wav2vec2-base layers (bench/step_overhead.py), eager, every strategy
-#     (broadcast, the GPU's default; loop; grouped; the Triton kernel): fp32, then bf16 autocast
+#     (broadcast, the GPU's default; loop; grouped; the Triton kernel, layer by layer and under
+#     grouped: true): fp32, then bf16 autocast
 #   2 step cost and peak memory (torch.cuda.max_memory_allocated) at wav2vec2-base and
 #     HuBERT-large sizes (bench/real_shapes.py --no_accounting), batches 1 x 2 s and 4 x 4 s,
-#     eager, fp32, layer by layer: the default (broadcast) and the Triton kernel; then the
-#     4 x 4 s batch under bf16 autocast (grouped is timed in stage 1 only)
+#     eager, fp32: the default (broadcast) and the Triton kernel, layer by layer and grouped; then the
+#     4 x 4 s batch under bf16 autocast (grouped without the kernel is timed in stage 1 only)
 #   3 ESPnet: the recipe (config set smoke, built-in corpus, no HuBERT pre-training) trains
 #     the 32-bit model, then one compression run (stage 10) per quantizer: joint, two_stage
 #     (the searching ones first), uniform, ptq, none, with --ngpu 1, use_amp=true and the
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --cpu) cpu=true; shift ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
     --budget) budget=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done

@@ -9,8 +9,9 @@ wav2vec2-base transformer layer(s) as bench/step_overhead.py, in each of its eag
 modes and with each strategy of the quantizer (``loop`` over candidates, the CPU's
 default; ``broadcast``, all candidates of a layer at once, the default on accelerators;
 ``grouped``, the layers of the step in a few grouped calls, ``grouped: true``; ``triton``,
-the broadcast's Triton kernel, ESPNET_MPQ_TRITON=1, whose launches are counted by a stand-in
-that computes nothing, one operator each), under
+the broadcast's Triton kernel, ESPNET_MPQ_TRITON=1, and ``grouped_triton``, ``grouped: true``
+with that kernel, whose launches are counted by a stand-in that computes nothing, one operator
+each), under
 torch.profiler on the CPU, and counts the ATen operators called from outside
 another ATen operator (``top-level``: each is one trip through the dispatcher from
 Python or autograd; on a GPU, one kernel launch or a view) and all ATen operators.
@@ -147,11 +148,11 @@ def main() -> None:
     launches.install(False)
     base = counts["fp32"]["top_level_ops"]
     print(f"{args.layers} x wav2vec2-base layer, one training step (forward + backward), torch {torch.__version__}")
-    print(f"{'mode':<22} {'weights':>7} {'top-level ops':>13} {'all ops':>8} {'extra top-level ops / weight':>29}")
+    print(f"{'mode':<26} {'weights':>7} {'top-level ops':>13} {'all ops':>8} {'extra top-level ops / weight':>29}")
     for name, c in counts.items():
         per_weight = (c["top_level_ops"] - base) / c["quantized_weights"] if c["quantized_weights"] else 0.0
         c["extra_top_level_ops_per_weight"] = round(per_weight, 1)
-        print(f"{name:<22} {c['quantized_weights']:>7} {c['top_level_ops']:>13} {c['all_ops']:>8} {per_weight:>29.1f}")
+        print(f"{name:<26} {c['quantized_weights']:>7} {c['top_level_ops']:>13} {c['all_ops']:>8} {per_weight:>29.1f}")
     if args.search_extras:
         parts = ("set_temperature", "size_penalty", "search_summary", "adam_on_logits")
         print("model-level work of a search step, top-level operators (split logits; Adam foreach over the logit groups)")

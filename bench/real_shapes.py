@@ -9,7 +9,7 @@ For each model (random weights, the published layer sizes, built by s3prl's mode
 classes): quantizes every conv-extractor, positional-conv and transformer Linear
 layer as a supernet over [2, 4, 8] (the default quantizer: the fused op, eager, layer by
 layer; ``--grouped`` adds ``grouped: true``, ``--compile`` the compiled per-layer op, ``--triton``
-(CUDA only) the Triton kernel, ESPNET_MPQ_TRITON=1), fixes each layer's bit-width (argmax of random
+(CUDA only) the Triton kernel, ESPNET_MPQ_TRITON=1, layer by layer and with ``grouped: true``), fixes each layer's bit-width (argmax of random
 logits: a mixed-precision assignment), exports the packed file, and prints
 parameters, quantized parameters, average bits, compression ratio from the
 accounting, packed file size and packed/accounted size. The pretraining heads
@@ -61,9 +61,10 @@ def current_rss_mb() -> float:
 
 
 # Quantized modes -> prepare's (compile, grouped): the default (layer by layer), grouped, compiled,
-# and layer by layer with the Triton kernel (ESPNET_MPQ_TRITON=1; CUDA only).
+# and with the Triton kernel (ESPNET_MPQ_TRITON=1; CUDA only) layer by layer and grouped.
 QUANTIZED_MODES = {"supernet": (False, False), "supernet/grouped": (False, True), "compile": (True, False),
-                   "supernet/triton": (False, False)}
+                   "supernet/triton": (False, False), "supernet/grouped_triton": (False, True)}
+TRITON_MODES = ("supernet/triton", "supernet/grouped_triton")
 
 
 def build(name: str, mode: str) -> torch.nn.Module:
@@ -80,9 +81,10 @@ def child(spec: dict) -> dict:
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
-    os.environ["ESPNET_MPQ_TRITON"] = "1" if spec["mode"] == "supernet/triton" else "0"
-    if spec["mode"] == "supernet/triton" and not (cuda and triton_kernel.kernels() is not None):
-        raise SystemExit(f"mode supernet/triton needs a CUDA device and triton (device {device}): "
+    triton = spec["mode"] in TRITON_MODES
+    os.environ["ESPNET_MPQ_TRITON"] = "1" if triton else "0"
+    if triton and not (cuda and triton_kernel.kernels() is not None):
+        raise SystemExit(f"mode {spec['mode']} needs a CUDA device and triton (device {device}): "
                          "it would time the broadcast")
     model = build(spec["model"], spec["mode"]).to(device)
     audio = torch.randn(spec["batch"], int(SAMPLE_RATE * spec["seconds"]), device=device)
@@ -103,8 +105,8 @@ def child(spec: dict) -> dict:
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
-    if spec["mode"] == "supernet/triton" and triton_kernel.forward_calls == 0:
-        raise SystemExit("mode supernet/triton: the Triton kernel never ran (the quantizer fell back to the broadcast)")
+    if triton and triton_kernel.forward_calls == 0:
+        raise SystemExit(f"mode {spec['mode']}: the Triton kernel never ran (the quantizer fell back to the broadcast)")
     peak_mb = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3) / 1e6
     return {**spec, "step_s": round(statistics.median(times), 6), "rss_built_mb": round(built_mb),
             "peak_rss_mb": round(peak_mb)}
@@ -156,7 +158,8 @@ def main() -> None:
     parser.add_argument("--grouped", action="store_true",
                         help="also time the grouped quantizer (grouped: true) as supernet/grouped")
     parser.add_argument("--triton", action="store_true",
-                        help="also time the Triton kernel (ESPNET_MPQ_TRITON=1, CUDA only) as supernet/triton")
+                        help="also time the Triton kernel (ESPNET_MPQ_TRITON=1, CUDA only) as supernet/triton, and "
+                             "with grouped: true (one Gumbel draw per step) as supernet/grouped_triton")
     parser.add_argument("--no_accounting", action="store_true",
                         help="skip the accounting and the packed file (CPU work; the step figures only)")
     parser.add_argument("--device", default="cpu")
@@ -171,7 +174,7 @@ def main() -> None:
         return
     if args.triton and not args.device.startswith("cuda"):
         parser.error(f"--triton needs a CUDA device, not --device {args.device}")
-    other = (["supernet/grouped"] if args.grouped else []) + (["supernet/triton"] if args.triton else [])
+    other = (["supernet/grouped"] if args.grouped else []) + (list(TRITON_MODES) if args.triton else [])
     modes = ["fp32", "compile"] if args.only_compiled else ["fp32", "supernet", *other] + (["compile"] if args.compile else [])
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
     print(f"torch {torch.__version__}, device {args.device} ({gpu}), autocast {args.amp}, "

@@ -16,7 +16,9 @@ swapped in for that mode only); the strategies other than the device's default
 per-layer fused op over candidates in a loop or in one broadcast (espnet_mpq.core.fused),
 ``*/grouped``, the layers of the step in a few grouped calls (``grouped: true``,
 espnet_mpq.core.grouped); on CUDA with triton installed, ``*/triton``, the broadcast's Triton kernel
-(ESPNET_MPQ_TRITON=1, espnet_mpq.core.triton_kernel; uniform 4-bit too); and
+(ESPNET_MPQ_TRITON=1, espnet_mpq.core.triton_kernel; uniform 4-bit too) and ``*/grouped_triton``,
+``grouped: true`` with that kernel (one Gumbel draw per step for all layers, then a launch per
+layer); and
 ``*+compile``, the fused op's kernels through
 torch.compile (``compile: true``; the one-off compile happens in the warm-up step
 and is not timed). Modes are measured round-robin so that drift in machine load
@@ -55,9 +57,11 @@ LATE_TAU = 0.1  # the end of the recipe's temperature anneal
 
 
 # Strategies of the quantizer: name -> (fused op's broadcast, prepare's grouped, ESPNET_MPQ_TRITON);
-# see the docstring. ``triton`` is the broadcast's Triton kernel (CUDA only).
+# see the docstring. ``triton`` is the broadcast's Triton kernel, ``grouped_triton`` the grouped step's
+# shared Gumbel draw feeding that kernel layer by layer (both CUDA only).
 STRATEGIES = {"loop": (False, False, "0"), "broadcast": (True, False, "0"), "grouped": (None, True, "0"),
-              "triton": (True, False, "1")}
+              "triton": (True, False, "1"), "grouped_triton": (None, True, "1")}
+TRITON_STRATEGIES = ("triton", "grouped_triton")
 
 
 def strategies(device: torch.device) -> dict[str, tuple]:
@@ -65,9 +69,10 @@ def strategies(device: torch.device) -> dict[str, tuple]:
     out, with a note on stderr, rather than timed as the broadcast it would fall back to)."""
     available = dict(STRATEGIES)
     if device.type != "cuda" or importlib.util.find_spec("triton") is None:
-        print(f"note: strategy triton left out (device {device}, triton "
+        print(f"note: strategies {', '.join(TRITON_STRATEGIES)} left out (device {device}, triton "
               f"{'installed' if importlib.util.find_spec('triton') else 'not installed'})", file=sys.stderr)
-        del available["triton"]
+        for name in TRITON_STRATEGIES:
+            del available[name]
     return available
 
 
@@ -178,7 +183,7 @@ def main() -> None:
     for mode in modes:  # warm-up (allocator, lazy scale initialisation, compile)
         launched = triton_kernel.forward_calls
         step(mode)
-        if mode.endswith("/triton") and triton_kernel.forward_calls == launched:
+        if mode.split("/")[-1] in TRITON_STRATEGIES and triton_kernel.forward_calls == launched:
             sys.exit(f"mode {mode} would time the broadcast: the Triton kernel never ran (see the warnings)")
     times = {m: [] for m in modes}
     for _ in range(args.repeats):
@@ -193,9 +198,9 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} after")
     print(f"{args.layers} x wav2vec2-base layers, batch {args.batch} x {args.frames} frames, "
           f"median of {args.repeats} steps")
-    print(f"{'mode':<20} {'step_s':>8} {'ratio':>6}")
+    print(f"{'mode':<26} {'step_s':>8} {'ratio':>6}")
     for mode in modes:
-        print(f"{mode:<20} {median[mode]:8.4f} {median[mode] / median['fp32']:6.2f}")
+        print(f"{mode:<26} {median[mode]:8.4f} {median[mode] / median['fp32']:6.2f}")
     for n in (3, 5):
         print(f"dead candidates (g_i < {DEAD_CANDIDATE_THRESHOLD:g}) skipped over tau 1 -> {LATE_TAU}, lambda = 0, "
               f"{n} candidates: {skipped_fraction(n):.3f} of candidate evaluations")

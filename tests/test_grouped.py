@@ -12,7 +12,8 @@ from espnet_mpq.core.grouped import grouped_mix_fake_quantize
 from espnet_mpq.core.primitives import init_scale
 from espnet_mpq.core.transform import fix_bit_widths, prepare, quantized_layers, strip
 from espnet_mpq.quantizers import build_config
-from test_fused import HostToDevice
+from espnet_mpq.core import triton_kernel
+from test_fused import HostToDevice, use_triton_interpreter
 
 SHAPES = [(12, 20), (6, 4, 3), (5, 7)]  # Linear, Conv1d, Linear
 
@@ -154,6 +155,32 @@ def test_a_training_step_gives_the_per_layer_gradients_in_one_call_per_candidate
     assert any(k.endswith("arch_logits") for k in grouped_grads) == (plan != "fixed")
     for name in layer_grads:
         torch.testing.assert_close(grouped_grads[name], layer_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("plan", ["searching", "mixed", "fixed"])
+def test_with_the_triton_kernel_one_draw_feeds_one_launch_per_layer(plan, monkeypatch):
+    """ESPNET_MPQ_TRITON=1: the hook draws g once per candidate set and launches the kernel once per
+    layer with its row (no grouped call); the gradients are the default layer-by-layer ones."""
+    deterministic_gumbel(monkeypatch)
+    options = {"layer_bits": LAYER_BITS} if plan == "mixed" else {"candidate_bits": [1, 2, 4, 8]}
+    torch.manual_seed(2)  # the same input x in both calls
+    _, _, layer_grads = both_ways(fix=plan == "fixed", **options)  # the kernel off: the reference
+    use_triton_interpreter(monkeypatch)
+    calls = count_grouped_calls(monkeypatch)
+    draws = []
+    monkeypatch.setattr(F, "gumbel_softmax", lambda logits, tau=1.0, hard=False, dim=-1:
+                        draws.append(logits.shape) or torch.softmax(logits / tau, dim))
+    launched = triton_kernel.forward_calls
+    torch.manual_seed(2)
+    model, grouped_grads, per_layer_triton = both_ways(fix=plan == "fixed", **options)
+    assert calls == []
+    assert triton_kernel.forward_calls - launched == 2 * 3  # 3 layers, layer by layer then grouped
+    searching = plan != "fixed"
+    # Layer by layer: a draw of (n,) per searching layer; grouped: one (L, n) draw per candidate set.
+    assert [d for d in draws if len(d) == 2] == ([torch.Size([1 if plan == "mixed" else 3, 4])] if searching else [])
+    for name in layer_grads:
+        torch.testing.assert_close(grouped_grads[name], layer_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(per_layer_triton[name], layer_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_calls_are_cut_into_runs_of_layers_within_the_block_size(monkeypatch):

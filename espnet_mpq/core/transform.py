@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from espnet_mpq.core import grouped as grouped_quantizer
+from espnet_mpq.core import triton_kernel
 from espnet_mpq.core.grouped import grouped_mix_fake_quantize
 from espnet_mpq.core.supernet import MixedPrecisionWeight, check_candidate_bits, float32_math
 
@@ -159,7 +160,11 @@ class GroupedStep:
     consecutive layers (in module order) whose n x elements fit in GROUPED_BLOCK_ELEMENTS:
     so a call keeps no more than one block of temporaries, and the gradients waiting for its
     backward (it runs once every layer of the run has its gradient) stay within that size
-    too, near the per-layer op's peak memory. Each layer's
+    too, near the per-layer op's peak memory. Where the Triton kernel takes the group's tensors
+    (ESPNET_MPQ_TRITON=1, ``triton_kernel.usable``), each layer's W_eff is instead one launch of
+    the kernel with its row of the shared draw: one draw per group, then a launch per layer (about
+    11 operators per searching weight and step, where the kernel alone, which draws g layer by
+    layer, dispatches about 20; bench/op_count.py). Each layer's
     parametrization returns its W_eff during that forward; the hook after the forward (run
     even when it raises) drops them. Evaluation forwards, forwards of a sub-module and calls
     outside the model's forward compute W_eff layer by layer, as without the hook.
@@ -202,11 +207,14 @@ class GroupedStep:
                     logits = torch.stack([s.arch_logits for s in supernets]) \
                         + torch.stack([s.size_logits for s in supernets]).detach()
                     mixture = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+                weights = [w if w.dtype == torch.float32 else w.float() for w in weights]
+                if triton_kernel.usable(bits, mixture, *weights, *scales):
+                    for supernet, weight, scale, g in zip(supernets, weights, scales, mixture.unbind(0)):
+                        supernet._step_weight = triton_kernel.mix_fake_quantize(weight, scale, g, bits)
+                    continue
                 budget = grouped_quantizer.GROUPED_BLOCK_ELEMENTS
                 for rows in _chunks([w.numel() * len(bits) for w in weights], budget):
-                    outputs = grouped_mix_fake_quantize(
-                        [w if w.dtype == torch.float32 else w.float() for w in weights[rows]],
-                        scales[rows], mixture[rows], bits)
+                    outputs = grouped_mix_fake_quantize(weights[rows], scales[rows], mixture[rows], bits)
                     for supernet, out in zip(supernets[rows], outputs):
                         supernet._step_weight = out
 
