@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from espnet_mpq.core.switches import env_switch
+
 SOURCE = Path(__file__).with_name("native_mixture.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 MAX_CANDIDATES = 16  # as in native_mixture.c
@@ -77,10 +79,7 @@ def _load(compiler: str) -> ctypes.CDLL:
 
 def kernels():
     """The loaded kernel library (ctypes.CDLL), or None (turned off, no compiler, or a failed build)."""
-    switch = os.environ.get("ESPNET_MPQ_NATIVE", "1")
-    if switch not in ("0", "1"):
-        raise ValueError(f"ESPNET_MPQ_NATIVE={switch!r}: must be 0 (the eager CPU loop) or 1 (the C kernel)")
-    if switch == "0":
+    if not env_switch("ESPNET_MPQ_NATIVE", "1", off="the eager CPU loop", on="the C kernel"):
         return None
     with _lock:
         if "lib" not in _state:

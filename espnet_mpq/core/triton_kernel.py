@@ -27,6 +27,7 @@ import threading
 import torch
 
 from espnet_mpq.core.primitives import SCALE_EPS, qmax
+from espnet_mpq.core.switches import env_switch
 
 MAX_CANDIDATES = 8  # bit-widths 1..8 are distinct: a candidate set has at most 8
 TILE_ELEMENTS = 2048  # NP x BLOCK_N per program and chunk (4096 spilled a few registers: bench/triton_compile.py)
@@ -39,10 +40,7 @@ _TABLES: dict[tuple, torch.Tensor] = {}
 
 def enabled() -> bool:
     """ESPNET_MPQ_TRITON: 1 on, 0 or unset off; anything else is refused by name."""
-    switch = os.environ.get("ESPNET_MPQ_TRITON", "0")
-    if switch not in ("0", "1"):
-        raise ValueError(f"ESPNET_MPQ_TRITON={switch!r}: must be 0 (the broadcast) or 1 (the Triton kernel)")
-    return switch == "1"
+    return env_switch("ESPNET_MPQ_TRITON", "0", off="the broadcast", on="the Triton kernel")
 
 
 def kernels():
