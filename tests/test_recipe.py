@@ -312,11 +312,22 @@ def test_set_overrides_win_and_parse_values_as_yaml(tmp_path):
 def test_every_recipe_tuning_config_composes_to_a_valid_quantizer():
     from espnet_mpq.quantizers import build_config
 
-    tuning = sorted((RECIPE / "conf" / "tuning").glob("*.yaml"))
-    assert len(tuning) >= 11
+    tuning = sorted((RECIPE / "conf" / "tuning").rglob("*.yaml"))  # bench/ and bench_ablation/ too
+    assert len(tuning) >= 11 + 27
     for path in tuning:
         frontend = compose(RECIPE / "conf" / "train_asr.yaml", [path])["frontend_conf"]
         build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
+
+
+@pytest.mark.parametrize("system", ["joint_3.0bit", "joint_3.0bit_seed2", "joint_2.5bit", "joint_2.5bit_seed2"])
+def test_the_fixed2_ablation_is_its_benchmark_system_with_one_more_epoch(system):
+    """bench_ablation/<system>_fixed2 = bench/<system> with max_epoch 3: 1 search epoch, then 2 at fixed bits."""
+    tuning = RECIPE / "conf" / "tuning"
+    bench = compose(RECIPE / "conf" / "train_asr.yaml", [tuning / "bench" / f"{system}.yaml"])
+    ablation = compose(RECIPE / "conf" / "train_asr.yaml", [tuning / "bench_ablation" / f"{system}_fixed2.yaml"])
+    assert (bench["max_epoch"], ablation["max_epoch"]) == (2, 3)
+    assert ablation["frontend_conf"]["quantizer_conf"]["search_length"] == 1
+    assert {**ablation, "max_epoch": 2} == bench
 
 
 def test_search_stats_weights_expected_and_argmax_bits_by_layer_size(tmp_path):

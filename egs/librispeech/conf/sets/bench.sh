@@ -7,7 +7,7 @@
 # measured on this set: compression about 50 s per 1,000 utterances and epoch, distillation
 # included; decoding 0.04 s per utterance and job): per joint or uniform system (2 epochs on
 # 6,000 utterances) about 12 min with its decoding of 2 x 1,000 utterances, two_stage about
-# 17 min, ptq about 3 min; the reference 1.9 h (measured), then the 25 systems about 5-6 h. Every
+# 17 min, ptq about 3 min; the reference 1.9 h (measured), then the 27 systems about 5-6 h (v3 measured 4.0 h with the C kernel). Every
 # system resumes where it stopped; run it in pieces with local/benchmark.py --systems.
 # Decoding: reference.sh turns the LM on (use_lm=true), so every system is decoded with the
 # reference's LM, beam 30: about 0.25 s per utterance and job at beam 30 on the faster of
