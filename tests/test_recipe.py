@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,29 @@ def test_stage_10_skips_a_finished_compression_with_the_same_config(smoke):
                         "--mpq_config", "conf/tuning/train_mpq_ptq_4bit.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already done with this config" in result.stdout
+
+
+@needs_espeak
+def test_two_stage_with_a_bit_config_only_trains_at_those_bits(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work)
+    given = work / "exp" / "asr_mpq_joint_3.5bit" / "bits.yaml"
+    config = tmp_path / "two_stage_given_bits.yaml"
+    config.write_text(f"preset: {RECIPE / 'conf' / 'tuning' / 'train_mpq_two_stage_3.5bit.yaml'}\n"
+                      f"frontend_conf: {{quantizer_conf: {{bit_config: {given}}}}}\n")
+    result = run_recipe("--config_set", "smoke", "--work", str(work), "--stage", "10", "--stop_stage", "10",
+                        "--mpq_config", str(config))  # (the copy's LM path differs from the smoke run's: no stage 12)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "its stage 2 only" in result.stdout and "bit-width search" not in result.stdout
+    system = work / "exp" / "asr_mpq_two_stage_given_bits"
+    assert not (system / "search").exists()
+    export = subprocess.run(
+        [sys.executable, "-m", "espnet_mpq.bin.export", "--asr_train_config", str(system / "config.yaml"),
+         "--asr_model_file", str(system / "latest.pth"), "--output", str(tmp_path / "model.mpq"),
+         "--output_bit_config", str(tmp_path / "bits.yaml")], cwd=RECIPE, capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert yaml.safe_load((tmp_path / "bits.yaml").read_text()) == yaml.safe_load(given.read_text())
+    assert yaml.safe_load((system / "compression_time.json").read_text())["quantizer"] == "two_stage"
 
 
 # ---------------------------------------------------------------- bad input
@@ -309,14 +333,20 @@ def test_set_overrides_win_and_parse_values_as_yaml(tmp_path):
         parse_override("no_equals_sign")
 
 
-def test_every_recipe_tuning_config_composes_to_a_valid_quantizer():
+def test_every_recipe_tuning_config_composes_to_a_valid_quantizer(monkeypatch):
     from espnet_mpq.quantizers import build_config
 
+    monkeypatch.chdir(RECIPE)  # run.sh's directory: a bit_config path is relative to it
     tuning = sorted((RECIPE / "conf" / "tuning").rglob("*.yaml"))  # bench/ and bench_ablation/ too
     assert len(tuning) >= 11 + 27
     for path in tuning:
         frontend = compose(RECIPE / "conf" / "train_asr.yaml", [path])["frontend_conf"]
-        build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
+        bit_config = (frontend.get("quantizer_conf") or {}).get("bit_config")
+        if bit_config is not None and not Path(bit_config).is_file():  # an earlier run's output, not made yet
+            with pytest.raises(ValueError, match=f"bit_config={bit_config!r}.*no such file"):
+                build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
+        else:
+            build_config(frontend["quantizer"], frontend.get("quantizer_conf"))
 
 
 @pytest.mark.parametrize("system", ["joint_3.0bit", "joint_3.0bit_seed2", "joint_2.5bit", "joint_2.5bit_seed2"])

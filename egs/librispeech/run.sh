@@ -16,7 +16,9 @@
 #     the training and unlabeled audio (--pretrain false: left random-init)
 #   7 shape files (--use_lm true: and the LM's text and shapes)
 #   8 32-bit training (--use_lm true: and the LM)   9 32-bit decoding + scoring
-#   10 compression with --mpq_config (initialised and distilled from the 32-bit model)
+#   10 compression with --mpq_config (initialised and distilled from the 32-bit model); two_stage
+#      searches, then trains at the bits found, unless its quantizer_conf has a bit_config (a
+#      bits.yaml of an earlier run, path relative to this directory): then it only trains at those
 #   11 decoding of the compressed model   12 scoring against the 32-bit model (sclite, sc_stats)
 #   13 packed export + report ($work/exp/results.md, bits-per-layer PNG)
 # Compression results live in $work/exp/asr_mpq_<config name>/. Stage 10 starts that
@@ -153,10 +155,12 @@ python -m espnet_mpq.bin.compose_config --base "$train_config" --preset "$mpq_co
   --set "model_conf.teacher_config=$(realpath -ms $fp32_dir/config.yaml)" \
   --set "model_conf.teacher_model_file=$(realpath -ms $fp32_model)" --output "$composed_tmp" \
   || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: cannot compose it over $train_config"; }
+# "NAME SEARCHES": the quantizer's name, and 1 if it searches bit-widths (two_stage without a bit_config).
 quantizer=$(python -c 'import sys, yaml; from espnet_mpq.quantizers import build_config
 f = yaml.safe_load(open(sys.argv[1]))["frontend_conf"]
-print(build_config(f["quantizer"], f.get("quantizer_conf")).name)' "$composed_tmp" 2>&1) \
+q = build_config(f["quantizer"], f.get("quantizer_conf")); print(q.name, int(q.searches))' "$composed_tmp" 2>&1) \
   || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: bad quantizer: ${quantizer##*$'\n'}"; }
+searches=${quantizer#* }; quantizer=${quantizer%% *}
 mkdir -p "$mpq_dir"
 mv "$composed_tmp" "$mpq_composed"
 
@@ -507,18 +511,23 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
       uniform|joint)
         train "$mpq_dir/train.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
       two_stage)
-        log "two-stage, 1/2: bit-width search (joint's search phase) -> $mpq_dir/search"
-        python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" --two_stage_search \
-          --output "$mpq_dir/train_search.yaml"
-        train "$mpq_dir/train_search.yaml" "$mpq_dir/search" --init_param "$fp32_model"
-        python -m espnet_mpq.bin.export --asr_train_config "$mpq_dir/search/config.yaml" \
-          --asr_model_file "$mpq_dir/search/latest.pth" --output_bit_config "$mpq_dir/search/bits.yaml" \
-          --output "$mpq_dir/search/model.mpq"
-        log "two-stage, 2/2: quantization-aware training from the 32-bit model with $mpq_dir/search/bits.yaml"
-        python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" \
-          --set "frontend_conf.quantizer_conf.bit_config=$(realpath "$mpq_dir/search/bits.yaml")" \
-          --output "$mpq_dir/train_stage2.yaml"
-        train "$mpq_dir/train_stage2.yaml" "$mpq_dir" --init_param "$fp32_model" ;;
+        if [ "$searches" = 0 ]; then
+          log "two-stage with the config's bit_config: its stage 2 only (quantization-aware training from the 32-bit model)"
+          train "$mpq_dir/train.yaml" "$mpq_dir" --init_param "$fp32_model"
+        else
+          log "two-stage, 1/2: bit-width search (joint's search phase) -> $mpq_dir/search"
+          python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" --two_stage_search \
+            --output "$mpq_dir/train_search.yaml"
+          train "$mpq_dir/train_search.yaml" "$mpq_dir/search" --init_param "$fp32_model"
+          python -m espnet_mpq.bin.export --asr_train_config "$mpq_dir/search/config.yaml" \
+            --asr_model_file "$mpq_dir/search/latest.pth" --output_bit_config "$mpq_dir/search/bits.yaml" \
+            --output "$mpq_dir/search/model.mpq"
+          log "two-stage, 2/2: quantization-aware training from the 32-bit model with $mpq_dir/search/bits.yaml"
+          python -m espnet_mpq.bin.compose_config --base "$mpq_dir/train.yaml" \
+            --set "frontend_conf.quantizer_conf.bit_config=$(realpath "$mpq_dir/search/bits.yaml")" \
+            --output "$mpq_dir/train_stage2.yaml"
+          train "$mpq_dir/train_stage2.yaml" "$mpq_dir" --init_param "$fp32_model"
+        fi ;;
     esac
     clock_stop
     clock_json "$mpq_dir" "$mpq_dir/compression_time.json" quantizer "$quantizer"
