@@ -140,6 +140,15 @@ def test_two_stage_with_a_bit_config_only_trains_at_those_bits(smoke, tmp_path):
     assert export.returncode == 0, export.stderr[-3000:]
     assert yaml.safe_load((tmp_path / "bits.yaml").read_text()) == yaml.safe_load(given.read_text())
     assert yaml.safe_load((system / "compression_time.json").read_text())["quantizer"] == "two_stage"
+    # The same config over a changed bits file: trained again, not skipped as done.
+    bits = yaml.safe_load(given.read_text())
+    layer = next(iter(bits))
+    bits[layer] = 8 if bits[layer] != 8 else 2
+    given.write_text(yaml.safe_dump(bits))
+    again = run_recipe("--config_set", "smoke", "--work", str(work), "--stage", "10", "--stop_stage", "10",
+                       "--mpq_config", str(config))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already done" not in again.stdout and "afresh" in again.stdout
 
 
 # ---------------------------------------------------------------- bad input

@@ -19,6 +19,7 @@
 #   10 compression with --mpq_config (initialised and distilled from the 32-bit model); two_stage
 #      searches, then trains at the bits found, unless its quantizer_conf has a bit_config (a
 #      bits.yaml of an earlier run, path relative to this directory): then it only trains at those
+#      (a changed bits file counts as a changed config)
 #   11 decoding of the compressed model   12 scoring against the 32-bit model (sclite, sc_stats)
 #   13 packed export + report ($work/exp/results.md, bits-per-layer PNG)
 # Compression results live in $work/exp/asr_mpq_<config name>/. Stage 10 starts that
@@ -155,12 +156,17 @@ python -m espnet_mpq.bin.compose_config --base "$train_config" --preset "$mpq_co
   --set "model_conf.teacher_config=$(realpath -ms $fp32_dir/config.yaml)" \
   --set "model_conf.teacher_model_file=$(realpath -ms $fp32_model)" --output "$composed_tmp" \
   || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: cannot compose it over $train_config"; }
-# "NAME SEARCHES": the quantizer's name, and 1 if it searches bit-widths (two_stage without a bit_config).
+# "NAME SEARCHES BIT_CONFIG": the quantizer's name, 1 if it searches bit-widths (two_stage without a
+# bit_config), and its bit_config file (empty: none).
 quantizer=$(python -c 'import sys, yaml; from espnet_mpq.quantizers import build_config
 f = yaml.safe_load(open(sys.argv[1]))["frontend_conf"]
-q = build_config(f["quantizer"], f.get("quantizer_conf")); print(q.name, int(q.searches))' "$composed_tmp" 2>&1) \
+q = build_config(f["quantizer"], f.get("quantizer_conf"))
+print(q.name, int(q.searches), getattr(q, "bit_config", None) or "")' "$composed_tmp" 2>&1) \
   || { rm -f "$composed_tmp"; die "--mpq_config $mpq_config: bad quantizer: ${quantizer##*$'\n'}"; }
-searches=${quantizer#* }; quantizer=${quantizer%% *}
+read -r quantizer searches bit_config <<< "$quantizer"
+# The bits in a bit_config file are part of the config: the md5 of its content goes into the composed
+# file, so that stage 10 trains afresh (neither skips nor resumes) when that file has changed.
+[ -z "$bit_config" ] || echo "# bit_config md5: $(md5sum < "$bit_config" | cut -d' ' -f1)" >> "$composed_tmp"
 mkdir -p "$mpq_dir"
 mv "$composed_tmp" "$mpq_composed"
 
