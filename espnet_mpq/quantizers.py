@@ -326,7 +326,10 @@ def build_config(name: str, conf: dict | None = None) -> QuantizerConfig:
 def read_bit_config(path: str | Path) -> dict[str, int]:
     """Read a bit config: YAML mapping layer name (relative to the ESPnet model) -> bits."""
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"bit config {path} is not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f"bit config {path} must be a non-empty YAML mapping 'layer name: bits'")
     for name, bits in data.items():

@@ -147,6 +147,14 @@ def test_bit_config_with_bad_bits_is_reported(tmp_path):
         read_bit_config(path)
 
 
+@pytest.mark.parametrize("text", ["a: [: b\n", "", "- 4\n"])
+def test_a_bit_config_that_is_not_a_mapping_of_yaml_is_refused_by_path(tmp_path, text):
+    path = tmp_path / "bits.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"bit config {path} (is not valid YAML|must be a non-empty YAML mapping)"):
+        read_bit_config(path)
+
+
 def test_bit_config_with_bits_outside_the_candidates_is_refused(tmp_path):
     path = tmp_path / "bits.yaml"
     write_bit_config(path, {"frontend.encoder.layers.0.fc1": 3, "frontend.encoder.layers.0.fc2": 4})
